@@ -1,0 +1,367 @@
+"""DOM2: Diffusion Offline Multi-agent Model (the paper's Algorithm 2), one jitted update.
+
+Per agent j (fully decentralised: each agent only sees its own o_j, a_j, r_j, o'_j):
+
+  critic (Eq. 1), k = 1, 2:
+    y      = r + gamma (1 - done) min_k Qbar_k(o', a'),   a' ~ pi_thetabar(. | o')  (target actor,
+                                                             N DPM-Solver steps, clipped)
+    L(phi) = sum_k E[(y - Q_k(o, a))^2]
+             + zeta sum_k E[logsumexp_m (Q_k(o, a~_m) - log U) - log M - Q_k(o, a)],
+             a~_m ~ U[-1, 1]^d, m = 1..M  (CQL(H); log U = log 0.5^d is the uniform density)
+  actor (Eq. 5):
+    L(theta) = L_bc(theta) - eta * E[Q_1(o, a_theta)] / stopgrad(E|Q_1(o, a_theta)|)
+    L_bc     = E ||eps - eps_theta(alpha_t a + sigma_t eps, o, t)||^2,  t ~ U(t_end, 1)  (Eq. 3)
+    a_theta  = clip(DPM-Solver_N(eps_theta(., o, .), x_T ~ N(0, I)), -1, 1), gradients flowing
+               through every solver step
+  targets (Alg. 2 line 8): phibar <- rho phi + (1 - rho) phibar, thetabar likewise.
+
+The critic is updated first and the actor then uses the updated critic, as in Alg. 2.
+
+All agents' parameters are stacked on a leading axis and ``update`` is ``vmap`` of the per-agent
+update over it, so one ``jax.jit(update)`` compiles the whole step (score net, solver scan, CQL)
+once. Hyper-parameters live in a hashable ``Hparams`` carried as a static field of the state, so
+``update(state, batch, key)`` needs nothing else and a leading seed axis can be added by ``vmap``.
+The loss weights eta, zeta and the rates rho, gamma are float32 leaves of ``state.coef`` instead:
+changing them does not recompile, and a sweep over them can be ``vmap``ped like seeds.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from dom2_jax import diffusion
+from dom2_jax.networks import DoubleCritic, soft_update
+
+Array = jax.Array
+
+
+# ----------------------------------------------------------------------------- config
+def default_config() -> ml_collections.ConfigDict:
+    """DOM2 hyper-parameters. The paper publishes none; sources are given per field and in
+    BUILD_NOTES.md ("Hyper-parameters")."""
+    c = ml_collections.ConfigDict()
+    # Policy improvement and critic regularisation (the paper's symbols).
+    c.eta = 1.0                 # Q-loss weight (Eq. 5); Diffusion-QL locomotion value.
+    c.zeta = 1.0                # CQL weight (Eq. 1); OMAR tunes 0.5..5 per task (config files).
+    c.rho = 0.005               # target update rate (Alg. 2); Diffusion-QL/TD3 tau.
+    c.gamma = 0.99              # discount; MPE config files use OMAR's 0.95.
+    # Diffusion policy.
+    c.num_solver_steps = 5      # N: paper uses 5 (MPE) and 10 (HalfCheetah).
+    c.solver_order = 1          # the paper uses first-order DPM-Solver (Eq. 4).
+    c.solver_grid = "logsnr"    # DPM-Solver's recommended time grid.
+    c.t_end = 1e-3
+    c.beta_min = 0.1
+    c.beta_max = 20.0
+    c.noise_net = "residual"    # "residual" (paper, SfBC-style) or "mlp" (Fig. 6 ablation).
+    c.noise_hidden = (512, 256, 128)  # SfBC widths: 512-256-128 | 128-256-512.
+    c.use_bc_loss = True        # False: the "w/o diffusion loss" ablation.
+    c.q_for_actor = "q1"        # "q1" (TD3) or "min" (min of both critics).
+    c.ema_decay = 0.995         # EMA actor for evaluation (Diffusion-QL); 0 disables it.
+    # Critics.
+    c.critic_hidden = (256, 256, 256)
+    c.num_cql_actions = 10      # M uniform actions for the CQL logsumexp.
+    c.cql_density_correction = True  # subtract log(0.5^d) and log M (constant: no gradient).
+    # Optimisation.
+    c.batch_size = 256
+    c.actor_lr = 3e-4
+    c.critic_lr = 3e-4
+    c.grad_clip = 1.0           # global-norm clip on each agent's actor and critic gradients.
+    return c
+
+
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+    """Hashable, resolved copy of the config (a static pytree field of ``DOM2State``)."""
+
+    num_agents: int
+    obs_dim: int
+    act_dim: int
+    eta: float
+    zeta: float
+    rho: float
+    gamma: float
+    num_solver_steps: int
+    solver_order: int
+    solver_grid: str
+    t_end: float
+    beta_min: float
+    beta_max: float
+    noise_net: str
+    noise_hidden: Tuple[int, ...]
+    use_bc_loss: bool
+    q_for_actor: str
+    ema_decay: float
+    critic_hidden: Tuple[int, ...]
+    num_cql_actions: int
+    cql_density_correction: bool
+    batch_size: int
+    actor_lr: float
+    critic_lr: float
+    grad_clip: float
+
+    @classmethod
+    def from_config(cls, config, num_agents, obs_dim, act_dim) -> "Hparams":
+        names = [f.name for f in dataclasses.fields(cls)]
+        known = set(names) - {"num_agents", "obs_dim", "act_dim"}
+        unknown = set(config.keys()) - known
+        if unknown:
+            raise ValueError(f"unknown DOM2 config fields {sorted(unknown)}; "
+                             f"known fields: {sorted(known)}")
+        missing = known - set(config.keys())
+        if missing:
+            raise ValueError(f"DOM2 config lacks fields {sorted(missing)}")
+        vals = {k: config[k] for k in known}
+        vals["noise_hidden"] = tuple(int(x) for x in vals["noise_hidden"])
+        vals["critic_hidden"] = tuple(int(x) for x in vals["critic_hidden"])
+        hp = cls(num_agents=int(num_agents), obs_dim=int(obs_dim), act_dim=int(act_dim), **vals)
+        hp.validate()
+        return hp
+
+    def validate(self):
+        checks = [
+            (self.num_agents >= 1 and self.obs_dim >= 1 and self.act_dim >= 1,
+             "num_agents, obs_dim and act_dim must be positive"),
+            (self.solver_order in (1, 2, 3), f"solver_order must be 1, 2 or 3, got {self.solver_order}"),
+            (self.num_solver_steps >= 1, f"num_solver_steps must be >= 1, got {self.num_solver_steps}"),
+            (self.solver_grid in diffusion.solvers.GRIDS, f"solver_grid must be one of {diffusion.solvers.GRIDS}"),
+            (self.noise_net in diffusion.NOISE_NETS, f"noise_net must be one of {diffusion.NOISE_NETS}"),
+            (self.q_for_actor in ("q1", "min"), "q_for_actor must be 'q1' or 'min'"),
+            (0.0 < self.rho <= 1.0, f"rho must be in (0, 1], got {self.rho}"),
+            (0.0 <= self.gamma <= 1.0, f"gamma must be in [0, 1], got {self.gamma}"),
+            (0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
+            (self.zeta >= 0.0 and self.eta >= 0.0, "eta and zeta must be >= 0"),
+            (self.num_cql_actions >= 1, "num_cql_actions must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (0.0 < self.t_end < 1.0, f"t_end must be in (0, 1), got {self.t_end}"),
+            (self.use_bc_loss or self.eta > 0, "with use_bc_loss=False, eta must be > 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"invalid DOM2 config: {msg}")
+
+    # Networks and schedule are rebuilt from the (static) hyper-parameters at trace time.
+    @property
+    def schedule(self):
+        return diffusion.VPSchedule(self.beta_min, self.beta_max)
+
+    @property
+    def noise_net_module(self):
+        return diffusion.make_noise_net(self.noise_net, self.act_dim, self.noise_hidden)
+
+    @property
+    def critic_module(self):
+        return DoubleCritic(self.critic_hidden)
+
+    def optimizer(self, lr):
+        return optax.chain(optax.clip_by_global_norm(self.grad_clip), optax.adam(lr))
+
+
+@flax.struct.dataclass
+class DOM2State:
+    """Training state; every array leaf has the agent axis first ([num_agents, ...])."""
+
+    actor: Any
+    actor_target: Any
+    actor_ema: Any
+    critic: Any
+    critic_target: Any
+    actor_opt: Any
+    critic_opt: Any
+    step: Array
+    coef: Dict[str, Array]  # {"eta", "zeta", "rho", "gamma"}: float32 scalars (no agent axis)
+    hp: Hparams = flax.struct.field(pytree_node=False)
+
+
+# ----------------------------------------------------------------------------- init
+def init(key: Array, config, num_agents: int, obs_dim: int, act_dim: int) -> DOM2State:
+    """Initialises all agents' networks (independent keys), targets and optimiser states."""
+    hp = config if isinstance(config, Hparams) else Hparams.from_config(
+        config, num_agents, obs_dim, act_dim)
+    net, critic = hp.noise_net_module, hp.critic_module
+    a0, o0, t0 = jnp.zeros((1, act_dim)), jnp.zeros((1, obs_dim)), jnp.zeros((1,))
+
+    def init_agent(k):
+        ka, kc = jax.random.split(k)
+        actor = net.init(ka, a0, o0, t0)
+        crit = critic.init(kc, o0, a0)
+        return (actor, crit, hp.optimizer(hp.actor_lr).init(actor),
+                hp.optimizer(hp.critic_lr).init(crit))
+
+    actor, crit, aopt, copt = jax.vmap(init_agent)(jax.random.split(key, num_agents))
+    return DOM2State(actor=actor, actor_target=actor, actor_ema=actor, critic=crit,
+                     critic_target=crit, actor_opt=aopt, critic_opt=copt,
+                     step=jnp.zeros((), jnp.int32), coef=make_coef(hp), hp=hp)
+
+
+COEF_NAMES = ("eta", "zeta", "rho", "gamma")
+
+
+def make_coef(hp: Hparams, **overrides) -> Dict[str, Array]:
+    """The dynamic coefficients as float32 scalars (``overrides`` replace hp's values)."""
+    vals = {k: overrides.get(k, getattr(hp, k)) for k in COEF_NAMES}
+    return {k: jnp.asarray(v, jnp.float32) for k, v in vals.items()}
+
+
+# ----------------------------------------------------------------------------- sampling
+def sample_actions(hp: Hparams, actor_params, obs: Array, key: Array) -> Array:
+    """a = clip(DPM-Solver(eps_theta(., obs, .)), -1, 1) for ONE agent: obs [..., obs_dim]."""
+    net = hp.noise_net_module
+    x_T = jax.random.normal(key, obs.shape[:-1] + (hp.act_dim,), obs.dtype)
+    eps_fn = lambda x, t: net.apply(actor_params, x, obs, t)
+    a = diffusion.dpm_solver_sample(eps_fn, x_T, hp.schedule, hp.num_solver_steps,
+                                    order=hp.solver_order, t_end=hp.t_end, grid=hp.solver_grid)
+    return jnp.clip(a, -1.0, 1.0)
+
+
+def act(state: DOM2State, obs: Array, key: Array, use_ema: bool = True) -> Array:
+    """Batched action selection: obs [..., num_agents, obs_dim] -> actions [..., num_agents, act_dim].
+
+    Uses the EMA actor when ``ema_decay > 0`` and ``use_ema``. Jittable.
+    """
+    hp = state.hp
+    if obs.shape[-2:] != (hp.num_agents, hp.obs_dim):
+        raise ValueError(f"act expects obs [..., {hp.num_agents}, {hp.obs_dim}], got {obs.shape}")
+    params = state.actor_ema if (use_ema and hp.ema_decay > 0) else state.actor
+    lead = obs.shape[:-2]
+    obs_a = jnp.moveaxis(obs.reshape((-1,) + obs.shape[-2:]), 1, 0)  # [A, M, obs_dim]
+    keys = jax.random.split(key, hp.num_agents)
+    acts = jax.vmap(lambda p, o, k: sample_actions(hp, p, o, k))(params, obs_a, keys)
+    return jnp.moveaxis(acts, 0, 1).reshape(lead + (hp.num_agents, hp.act_dim))
+
+
+# ----------------------------------------------------------------------------- losses
+def critic_loss(hp: Hparams, coef, critic_params, batch, target_q: Array, key: Array):
+    """Eq. 1 for one agent, both critics. batch arrays [B, ...]; target_q [B] (no gradient)."""
+    critic = hp.critic_module
+    obs, actions = batch["obs"], batch["actions"]
+    q_data = critic.apply(critic_params, obs, actions)  # [2, B]
+    td = jnp.mean(jnp.square(q_data - target_q[None]), axis=-1)  # [2]
+    m = hp.num_cql_actions
+    rand_a = jax.random.uniform(key, (m,) + actions.shape, actions.dtype, -1.0, 1.0)  # [M, B, d]
+    q_rand = jax.vmap(lambda a: critic.apply(critic_params, obs, a))(rand_a)  # [M, 2, B]
+    if hp.cql_density_correction:
+        q_rand = q_rand - hp.act_dim * jnp.log(0.5) - jnp.log(m)
+    lse = jax.scipy.special.logsumexp(q_rand, axis=0)  # [2, B]
+    cql = jnp.mean(lse - q_data, axis=-1)  # [2]
+    loss = jnp.sum(td) + coef["zeta"] * jnp.sum(cql)
+    aux = {"critic_td": jnp.mean(td), "critic_cql": jnp.mean(cql),
+           "q_data": jnp.mean(q_data), "q_random": jnp.mean(q_rand),
+           "cql_gap": jnp.mean(jnp.mean(q_rand, 0) - q_data)}
+    return loss, aux
+
+
+def actor_loss(hp: Hparams, coef, actor_params, critic_params, batch, key: Array):
+    """Eq. 5 for one agent: L_bc (Eq. 3) - eta Q(o, a_theta) / stopgrad(mean |Q|)."""
+    net, critic, sched = hp.noise_net_module, hp.critic_module, hp.schedule
+    obs = batch["obs"]
+    k_bc, k_pi = jax.random.split(key)
+    eps_fn = lambda x, t: net.apply(actor_params, x, obs, t)
+    bc = diffusion.eps_loss(eps_fn, batch["actions"], k_bc, sched, t_end=hp.t_end)
+    loss = bc if hp.use_bc_loss else 0.0
+    aux = {"actor_bc": bc}
+    if hp.eta > 0:  # structural switch (static); the weight itself is coef["eta"]
+        a_pi = sample_actions(hp, actor_params, obs, k_pi)
+        q = critic.apply(critic_params, obs, a_pi)
+        q = q[0] if hp.q_for_actor == "q1" else jnp.min(q, axis=0)
+        q_loss = -jnp.mean(q) / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)) + 1e-6)
+        loss = loss + coef["eta"] * q_loss
+        aux.update(actor_q=jnp.mean(q), actor_q_loss=q_loss)
+    else:
+        aux.update(actor_q=jnp.zeros(()), actor_q_loss=jnp.zeros(()))
+    return loss, aux
+
+
+# ----------------------------------------------------------------------------- update
+def agent_update(hp: Hparams, coef, params: Dict[str, Any], batch: Dict[str, Array], key: Array):
+    """One DOM2 update of ONE agent. ``params``: this agent's slice of the state fields."""
+    k_next, k_cql, k_actor = jax.random.split(key, 3)
+    # Critic (Eq. 1): targets from the target actor and target critics.
+    next_a = sample_actions(hp, params["actor_target"], batch["next_obs"], k_next)
+    q_next = hp.critic_module.apply(params["critic_target"], batch["next_obs"], next_a)
+    target_q = batch["rewards"] + coef["gamma"] * (1.0 - batch["dones"]) * jnp.min(q_next, axis=0)
+    target_q = jax.lax.stop_gradient(target_q)
+    (c_loss, c_aux), c_grads = jax.value_and_grad(critic_loss, argnums=2, has_aux=True)(
+        hp, coef, params["critic"], batch, target_q, k_cql)
+    c_upd, critic_opt = hp.optimizer(hp.critic_lr).update(c_grads, params["critic_opt"],
+                                                          params["critic"])
+    critic = optax.apply_updates(params["critic"], c_upd)
+    # Actor (Eq. 5) against the freshly updated critic.
+    (a_loss, a_aux), a_grads = jax.value_and_grad(actor_loss, argnums=2, has_aux=True)(
+        hp, coef, params["actor"], critic, batch, k_actor)
+    a_upd, actor_opt = hp.optimizer(hp.actor_lr).update(a_grads, params["actor_opt"],
+                                                        params["actor"])
+    actor = optax.apply_updates(params["actor"], a_upd)
+    new = dict(
+        actor=actor, critic=critic, actor_opt=actor_opt, critic_opt=critic_opt,
+        actor_target=soft_update(params["actor_target"], actor, coef["rho"]),
+        critic_target=soft_update(params["critic_target"], critic, coef["rho"]),
+        actor_ema=(soft_update(params["actor_ema"], actor, 1.0 - hp.ema_decay)
+                   if hp.ema_decay > 0 else actor))
+    metrics = {"critic_loss": c_loss, "actor_loss": a_loss,
+               "critic_grad_norm": optax.tree.norm(c_grads),
+               "actor_grad_norm": optax.tree.norm(a_grads), **c_aux, **a_aux}
+    return new, metrics
+
+
+_PARAM_FIELDS = ("actor", "actor_target", "actor_ema", "critic", "critic_target", "actor_opt",
+                 "critic_opt")
+
+
+def update(state: DOM2State, batch: Dict[str, Array], key: Array):
+    """One update of all agents: ``vmap`` of ``agent_update`` over the agent axis.
+
+    batch: obs [A, B, obs_dim], actions [A, B, act_dim], rewards [A, B], next_obs, dones [A, B].
+    Returns (new_state, metrics) with metrics [A] per term.
+    """
+    hp = state.hp
+    _check_batch(hp, batch)
+    params = {f: getattr(state, f) for f in _PARAM_FIELDS}
+    keys = jax.random.split(key, hp.num_agents)
+    batch = {k: batch[k].astype(jnp.float32) for k in ("obs", "actions", "rewards", "next_obs",
+                                                        "dones")}
+    new, metrics = jax.vmap(lambda p, b, k: agent_update(hp, state.coef, p, b, k))(
+        params, batch, keys)
+    return state.replace(step=state.step + 1, **new), metrics
+
+
+def _check_batch(hp: Hparams, batch):
+    a = hp.num_agents
+    expected = {"obs": (a, None, hp.obs_dim), "actions": (a, None, hp.act_dim),
+                "rewards": (a, None), "next_obs": (a, None, hp.obs_dim), "dones": (a, None)}
+    for k, shape in expected.items():
+        if k not in batch:
+            raise ValueError(f"batch lacks {k!r}; expected keys {sorted(expected)}")
+        got = tuple(batch[k].shape)
+        if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got)):
+            pretty = tuple("B" if s is None else s for s in shape)
+            raise ValueError(f"batch[{k!r}] has shape {got}, expected {pretty} "
+                             "(agent axis first)")
+
+
+def train_steps(state: DOM2State, arrays, key: Array, num_updates: int, sample_fn=None):
+    """``num_updates`` updates as one ``lax.scan``; each draws a minibatch on device with
+    ``sample_fn(arrays, key, batch_size)`` (default ``dom2_jax.data.sample_batch``) from the
+    device-resident ``arrays`` ([N, A, ...]). Returns (state, metrics [num_updates, A]).
+    Jit it with ``num_updates`` static (``train_steps_jit`` does)."""
+    if sample_fn is None:
+        from dom2_jax.data.transforms import sample_batch as sample_fn
+
+    def body(st, k):
+        k_b, k_u = jax.random.split(k)
+        return update(st, sample_fn(arrays, k_b, st.hp.batch_size), k_u)
+
+    return jax.lax.scan(body, state, jax.random.split(key, num_updates))
+
+
+train_steps_jit = jax.jit(train_steps, static_argnames=("num_updates", "sample_fn"))
+
+
+def make_train_steps(num_updates: int, sample_fn=None):
+    """``run(state, arrays, key)``: ``train_steps`` with ``num_updates`` bound (not jitted)."""
+    return lambda state, arrays, key: train_steps(state, arrays, key, num_updates, sample_fn)

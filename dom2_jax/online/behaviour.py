@@ -1,0 +1,160 @@
+"""Training loop of the behaviour policies (TD3) with snapshots, and medium-replay replay.
+
+``run_training`` drives ``TD3.train_chunk`` chunk by chunk; after every ``eval_every`` chunks it
+evaluates the deterministic actor (``eval_episodes`` episodes, an evaluation key independent
+of the training key) and keeps a host copy of the actor params (a "snapshot"). The training
+key stream never depends on the evaluation, so re-running the same (env, env_kwargs, config,
+seed) reproduces the same training trajectory chunk for chunk; ``replay_until`` uses that to
+regenerate the medium-replay buffer (every transition collected up to the medium snapshot).
+
+``select_policies`` picks the expert (best snapshot) and the medium snapshot (closest to
+``random + medium_fraction * (expert - random)`` before the expert), re-evaluating the
+candidates over ``final_eval_episodes``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import jax
+import numpy as np
+
+from dom2_jax import envs
+from dom2_jax.online import td3 as td3_lib
+
+EVAL_KEY_SALT = 0x5EED  # evaluation keys: fold_in(PRNGKey(seed), EVAL_KEY_SALT) -> fold_in(chunk)
+
+
+def chunk_transitions(config) -> int:
+    return int(config.iters_per_chunk) * int(config.num_envs)
+
+
+def make_td3(env_name: str, config, env_kwargs: Optional[dict] = None):
+    env = envs.make(env_name, **dict(env_kwargs or {}))
+    return td3_lib.TD3(env, config)
+
+
+def run_training(td3: td3_lib.TD3, seed: int, num_chunks: int, *, eval_every: int = 1,
+                 eval_episodes: Optional[int] = None,
+                 on_chunk: Optional[Callable[[int, Any, Dict], None]] = None,
+                 log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """Runs ``num_chunks`` chunks; returns the snapshots [{chunk, env_steps, score, score_std,
+    flat_params, metrics}]. ``on_chunk(chunk_index, state, metrics)`` is called after each
+    chunk (before the state is donated to the next one)."""
+    key = jax.random.PRNGKey(seed)
+    eval_key = jax.random.fold_in(key, EVAL_KEY_SALT)
+    state = td3.init(key)
+    snaps = []
+    t0 = time.time()
+    for i in range(num_chunks):
+        state, metrics = td3.train_chunk(state)
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if on_chunk is not None:
+            on_chunk(i, state, metrics)
+        if (i + 1) % eval_every == 0 or i + 1 == num_chunks:
+            scores = td3.evaluate(state.actor, jax.random.fold_in(eval_key, i), eval_episodes)
+            flat = td3_lib.flatten_params(jax.device_get(state.actor))
+            steps = (i + 1) * chunk_transitions(td3.config)
+            snaps.append(dict(chunk=i + 1, env_steps=steps, score=float(scores.mean()),
+                              score_std=float(scores.std()), flat_params=flat, metrics=metrics))
+            log(f"chunk {i + 1}/{num_chunks} steps {steps} eval {scores.mean():.2f} "
+                f"+- {scores.std():.2f} train {metrics['train_score']:.2f} "
+                f"critic_loss {metrics['critic_loss']:.3f} q {metrics['q']:.2f} "
+                f"({time.time() - t0:.0f} s)")
+    return snaps
+
+
+def evaluate_flat(td3: td3_lib.TD3, flat, key, num_episodes: int, sigma: float = 0.0):
+    scores = td3.evaluate(td3_lib.unflatten_params(flat), key, num_episodes, sigma=sigma)
+    return float(scores.mean()), float(scores.std())
+
+
+def select_policies(td3: td3_lib.TD3, snaps: List[Dict], seed: int, *, medium_fraction: float,
+                    final_eval_episodes: int, num_candidates: int = 5,
+                    log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Expert = best of the top ``num_candidates`` snapshots re-evaluated over
+    ``final_eval_episodes``; medium = snapshot before the expert closest to the target score
+    (candidates re-evaluated likewise). Returns {random, expert, medium} dicts."""
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), EVAL_KEY_SALT + 1)
+    k_rand, k_exp, k_med = jax.random.split(key, 3)
+    rand = td3.evaluate(None, k_rand, final_eval_episodes, uniform=True)
+    random_entry = dict(score=float(rand.mean()), score_std=float(rand.std()),
+                        episodes=final_eval_episodes)
+
+    order = sorted(range(len(snaps)), key=lambda j: -snaps[j]["score"])[:num_candidates]
+    best = None
+    for j in order:
+        m, s = evaluate_flat(td3, snaps[j]["flat_params"], k_exp, final_eval_episodes)
+        log(f"expert candidate chunk {snaps[j]['chunk']}: {m:.2f} +- {s:.2f}")
+        if best is None or m > best[1]:
+            best = (j, m, s)
+    je, em, es = best
+    expert_entry = dict(score=em, score_std=es, episodes=final_eval_episodes,
+                        chunk=snaps[je]["chunk"], env_steps=snaps[je]["env_steps"], index=je)
+
+    target = random_entry["score"] + medium_fraction * (em - random_entry["score"])
+    before = [j for j in range(je)] or [je]
+    near = sorted(before, key=lambda j: abs(snaps[j]["score"] - target))[:num_candidates]
+    bestm = None
+    for j in near:
+        m, s = evaluate_flat(td3, snaps[j]["flat_params"], k_med, final_eval_episodes)
+        log(f"medium candidate chunk {snaps[j]['chunk']}: {m:.2f} +- {s:.2f} (target "
+            f"{target:.2f})")
+        if bestm is None or abs(m - target) < abs(bestm[1] - target):
+            bestm = (j, m, s)
+    jm, mm, ms = bestm
+    medium_entry = dict(score=mm, score_std=ms, episodes=final_eval_episodes,
+                        chunk=snaps[jm]["chunk"], env_steps=snaps[jm]["env_steps"], index=jm,
+                        target=target,
+                        normalised=100.0 * (mm - random_entry["score"])
+                        / (em - random_entry["score"]))
+    return {"random": random_entry, "expert": expert_entry, "medium": medium_entry}
+
+
+def replay_until(env_name: str, env_kwargs: Optional[dict], config, seed: int, num_chunks: int,
+                 log: Callable[[str], None] = print):
+    """Re-runs TD3 training for ``num_chunks`` chunks and returns (transitions, final actor
+    flat params): every transition collected, as host arrays ``obs`` [I, E, A, obs_dim],
+    ``actions``, ``rewards`` [I, E, A], ``next_obs`` (I iterations, E parallel envs, in
+    collection order)."""
+    td3 = make_td3(env_name, config, env_kwargs)
+    E, I = int(config.num_envs), int(config.iters_per_chunk)
+    parts: List[Dict[str, np.ndarray]] = []
+    last = {}
+
+    def on_chunk(i, state, metrics):
+        start = (i * I * E) % int(config.buffer_size)
+        sl = td3_lib.buffer_slice(state, start, I * E)
+        parts.append({k: v.reshape((I, E) + v.shape[1:]) for k, v in sl.items()})
+        if i + 1 == num_chunks:
+            last["flat"] = td3_lib.flatten_params(jax.device_get(state.actor))
+        if (i + 1) % 20 == 0 or i + 1 == num_chunks:
+            log(f"medium-replay: chunk {i + 1}/{num_chunks}")
+
+    key = jax.random.PRNGKey(seed)
+    state = td3.init(key)
+    for i in range(num_chunks):
+        state, metrics = td3.train_chunk(state)
+        on_chunk(i, state, metrics)
+    out = {k: np.concatenate([p[k] for p in parts], 0) for k in parts[0]}
+    return td3, out, last["flat"]
+
+
+def episodes_from_parallel(trans: Dict[str, np.ndarray], episode_length: int):
+    """[I, E, ...] collection-order transitions of E synchronised envs (all reset together:
+    our envs have fixed-length episodes) -> [n_ep, T, A, ...] episodes ordered by collection
+    time (the incomplete trailing episode is dropped)."""
+    I = trans["obs"].shape[0]
+    n_blocks = I // episode_length
+    out = {}
+    for k, v in trans.items():
+        v = v[: n_blocks * episode_length]
+        v = v.reshape((n_blocks, episode_length) + v.shape[1:])  # [B, T, E, ...]
+        v = np.swapaxes(v, 1, 2)                                 # [B, E, T, ...]
+        out[k] = v.reshape((-1, episode_length) + v.shape[3:])
+    return out
+
+
+def num_chunks_for(steps: int, config) -> int:
+    return max(1, math.ceil(int(steps) / chunk_transitions(config)))

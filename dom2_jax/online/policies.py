@@ -1,0 +1,112 @@
+"""Shipped behaviour policies: ``dom2_jax/assets/<env>_<quality>.npz`` + ``behaviour_returns.json``.
+
+A policy file is an ``.npz`` (no pickle) holding the stacked TD3 actor parameters (leading
+agent axis) under their pytree paths (``params/MLP_0/Dense_0/kernel``, ...) and one entry
+``__meta__``: a 0-d unicode array with a JSON dict (env, env_kwargs, quality, hidden_dims,
+num_agents, obs_dim, act_dim, env_steps, seed, eval score, TD3 config).
+
+``behaviour_returns.json`` maps env name -> {"random": {...}, "medium": {...}, "expert": {...},
+"training": {...}}: measured mean/std episode scores, the transitions each policy was trained
+for, the exact command, and what ``medium-replay`` regeneration needs (seed, config, chunk).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+RETURNS_FILE = "behaviour_returns.json"
+META_KEY = "__meta__"
+
+
+class MissingPolicyError(FileNotFoundError):
+    """A shipped behaviour policy needed for a dataset quality does not exist."""
+
+
+def train_command(env_name: str) -> str:
+    steps = {"mpe_spread": 1_000_000, "mpe_tag": 1_000_000, "mpe_world": 1_000_000,
+             "mamujoco_halfcheetah_2x3": 1_000_000}.get(env_name, 1_000_000)
+    return (f"python -m experiments.train_behaviour --env={env_name} --steps={steps} --seed=0")
+
+
+def policy_path(env_name: str, quality: str, assets_dir: Optional[str] = None) -> str:
+    return os.path.join(assets_dir or ASSETS_DIR, f"{env_name}_{quality}.npz")
+
+
+def _atomic_write(path: str, write_fn) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + ".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_policy(path: str, flat_params: Dict[str, np.ndarray], meta: Dict[str, Any]) -> None:
+    """Writes ``flat_params`` ({pytree path: array}) and ``meta`` (JSON) atomically."""
+    if META_KEY in flat_params:
+        raise ValueError(f"{META_KEY} is reserved")
+    arrays = {k: np.asarray(v, np.float32) for k, v in flat_params.items()}
+    arrays[META_KEY] = np.asarray(json.dumps(meta, sort_keys=True))
+    _atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_policy(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+    """-> (flat params {path: float32 array}, meta dict). Raises MissingPolicyError."""
+    if not os.path.exists(path):
+        raise MissingPolicyError(f"behaviour policy {path} does not exist")
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z[META_KEY]))
+        flat = {k: np.asarray(z[k]) for k in z.files if k != META_KEY}
+    return flat, meta
+
+
+def require_policy(env_name: str, quality: str, assets_dir: Optional[str] = None):
+    """``load_policy`` of the shipped policy, or a MissingPolicyError naming the command."""
+    path = policy_path(env_name, quality, assets_dir)
+    if not os.path.exists(path):
+        raise MissingPolicyError(
+            f"no shipped {quality!r} behaviour policy for {env_name!r} (expected {path}). "
+            f"Train it with:\n    {train_command(env_name)}\n"
+            f"(writes {env_name}_medium.npz, {env_name}_expert.npz and "
+            f"{RETURNS_FILE} into {os.path.dirname(path)})")
+    return load_policy(path)
+
+
+def read_returns(assets_dir: Optional[str] = None) -> Dict[str, Any]:
+    path = os.path.join(assets_dir or ASSETS_DIR, RETURNS_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def update_returns(env_name: str, entry: Dict[str, Any], assets_dir: Optional[str] = None) -> str:
+    """Replaces ``env_name``'s entry of ``behaviour_returns.json`` (others are kept)."""
+    path = os.path.join(assets_dir or ASSETS_DIR, RETURNS_FILE)
+    data = read_returns(assets_dir)
+    data[env_name] = entry
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    _atomic_write(path, lambda f: f.write(text.encode()))
+    return path
+
+
+def params_digest(flat: Dict[str, np.ndarray]) -> str:
+    """sha256 over the sorted (path, float32 bytes) pairs: identifies a policy bit-exactly."""
+    import hashlib
+    h = hashlib.sha256()
+    for k in sorted(flat):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(np.asarray(flat[k], np.float32)).tobytes())
+    return h.hexdigest()

@@ -1,0 +1,363 @@
+"""Independent TD3 (Fujimoto et al. 2018) for the behaviour policies of the offline datasets.
+
+One decentralised actor pi_j(o_j) and twin critics Q_j^{1,2}(o_j, a_j) per agent j, trained on
+agent j's own reward r_j (independent learners; the paper: "independent TD3 with decentralized
+actors and critics"). All agents' parameters are stacked on axis 0 and every network call /
+update is ``vmap``ped over that axis.
+
+The whole online loop is one jitted program, ``train_chunk(state) -> (state, metrics)``: a
+``lax.scan`` over ``iters_per_chunk`` iterations, each of which
+
+  1. steps ``num_envs`` environments (vmapped) with exploration actions
+     ``clip(pi(o) + N(0, expl_noise^2), -1, 1)`` (uniform actions for the first ``start_steps``
+     transitions), resetting the environments whose episode ended;
+  2. writes the ``num_envs`` transitions into a device ring buffer (fixed-size arrays
+     ``[buffer_size, num_agents, ...]``);
+  3. runs ``updates_per_iter`` TD3 updates (once ``learning_starts`` transitions are stored):
+     critic: y = r + gamma (1 - done) min_k Qbar_k(o', clip(pibar(o') + clip(N(0, s^2), -c, c),
+     -1, 1)); actor (every ``policy_delay`` updates): maximise Q_1(o, pi(o)); targets soft-updated
+     with rate ``tau`` at actor updates.
+
+Our environments never terminate (the episode end is a time-limit truncation), so every stored
+``done`` is False and TD3 always bootstraps; ``done`` from ``env.step`` only triggers the reset.
+
+Usage::
+
+    td3 = TD3(env, default_config(env.name))
+    state = td3.init(jax.random.PRNGKey(0))
+    for _ in range(n):
+        state, metrics = td3.train_chunk(state)         # jitted, donates the state
+        scores = td3.evaluate(state.actor, key)         # [eval_episodes] env scores
+
+``policy_fn`` / ``policy_params`` give the behaviour policy shared by evaluation and dataset
+generation (deterministic, Gaussian-noised or uniform, chosen by traced values: one compiled
+rollout program serves all of them).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Dict, Optional, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from dom2_jax.envs.api import Env
+from dom2_jax.networks import DeterministicActor, DoubleCritic, soft_update
+
+Array = jax.Array
+
+
+# ----------------------------------------------------------------------------- config
+def default_config(env_name: str = "mpe_spread") -> ml_collections.ConfigDict:
+    """TD3 hyper-parameters per environment family.
+
+    MPE: OMAR's MPE settings (hidden 64, lr 0.01, tau 0.01, gamma 0.95, batch 1024) with
+    gradient-norm clipping 0.5 (as in MADDPG's MPE code, needed at lr 0.01).
+    HalfCheetah: OMAR/TD3 MuJoCo settings (hidden 256, lr 3e-4, batch 256, gamma 0.99,
+    tau 0.005, one update per environment transition).
+    """
+    c = ml_collections.ConfigDict()
+    c.hidden_dims = (64, 64)
+    c.actor_lr = 0.01
+    c.critic_lr = 0.01
+    c.tau = 0.01
+    c.gamma = 0.95
+    c.batch_size = 1024
+    c.grad_clip = 0.5            # global-norm clip per agent and network; 0 disables
+    c.buffer_size = 1_000_000    # transitions (ring buffer); multiple of num_envs
+    c.num_envs = 32              # parallel environments stepped per iteration
+    c.updates_per_iter = 1       # TD3 updates per iteration (per num_envs transitions)
+    c.iters_per_chunk = 500      # iterations per jitted train_chunk call
+    c.expl_noise = 0.1           # std of the Gaussian exploration noise
+    c.policy_noise = 0.2         # target policy smoothing std
+    c.noise_clip = 0.5
+    c.policy_delay = 2           # actor/target update every policy_delay critic updates
+    c.start_steps = 25_000       # transitions with uniform random actions at the start
+    c.learning_starts = 25_000   # transitions stored before the first update
+    c.eval_episodes = 100
+    if env_name.startswith("mamujoco"):
+        c.hidden_dims = (256, 256)
+        c.actor_lr = 3e-4
+        c.critic_lr = 3e-4
+        c.tau = 0.005
+        c.gamma = 0.99
+        c.batch_size = 256
+        c.grad_clip = 0.0
+        c.num_envs = 8
+        c.updates_per_iter = 8
+        c.iters_per_chunk = 125       # 1000 transitions per chunk
+        c.start_steps = 10_000
+        c.learning_starts = 10_000
+        c.eval_episodes = 10
+    return c
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+    d = config.to_dict()
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def config_from_dict(d: dict) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict(dict(d))
+    c.hidden_dims = tuple(c.hidden_dims)
+    return c
+
+
+# ----------------------------------------------------------------------------- state
+@flax.struct.dataclass
+class TD3State:
+    actor: Any               # stacked [A, ...]
+    critic: Any
+    actor_targ: Any
+    critic_targ: Any
+    actor_opt: Any
+    critic_opt: Any
+    buffer: Dict[str, Array]  # obs/next_obs [cap, A, obs_dim], actions [cap, A, act], rewards [cap, A]
+    buf_ptr: Array            # next write index (int32)
+    buf_size: Array           # stored transitions (int32)
+    env_state: Any            # [E, ...]
+    obs: Array                # [E, A, obs_dim]
+    ep_score: Array           # [E] running score of the current episodes
+    last_score: Array         # [] mean score of the last finished batch of training episodes
+    env_steps: Array          # [] transitions collected so far (int32)
+    num_updates: Array        # [] critic updates so far (int32)
+    key: Array
+
+
+def _agents_first(x):
+    """[..., A, d] -> [A, ..., d]."""
+    return jnp.moveaxis(x, -2, 0)
+
+
+def _agents_last(x):
+    """[A, ..., d] -> [..., A, d]."""
+    return jnp.moveaxis(x, 0, -2)
+
+
+def flatten_params(params) -> Dict[str, np.ndarray]:
+    """Pytree of arrays -> {"a/b/c": np.ndarray} (the .npz layout of shipped policies)."""
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+    return {k: np.asarray(v) for k, v in flat.items()}
+
+
+def unflatten_params(flat: Dict[str, Any]):
+    return flax.traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()},
+                                             sep="/")
+
+
+class TD3:
+    """Independent TD3 on one ``dom2_jax.envs.api.Env``; see the module docstring."""
+
+    def __init__(self, env: Env, config: ml_collections.ConfigDict):
+        self.env = env
+        self.config = config
+        c = config
+        if c.buffer_size % c.num_envs:
+            raise ValueError(f"buffer_size {c.buffer_size} must be a multiple of num_envs "
+                             f"{c.num_envs}")
+        if c.iters_per_chunk * c.num_envs > c.buffer_size:
+            raise ValueError("one chunk must fit in the replay buffer")
+        self.num_agents, self.obs_dim, self.act_dim = env.num_agents, env.obs_dim, env.act_dim
+        self.actor_net = DeterministicActor(self.act_dim, tuple(c.hidden_dims))
+        self.critic_net = DoubleCritic(tuple(c.hidden_dims))
+
+        def opt(lr):
+            tx = optax.adam(lr)
+            return optax.chain(optax.clip_by_global_norm(c.grad_clip), tx) if c.grad_clip else tx
+
+        self.actor_tx = opt(c.actor_lr)
+        self.critic_tx = opt(c.critic_lr)
+        self.train_chunk = jax.jit(self._train_chunk, donate_argnums=0)
+        self.init = jax.jit(self._init)
+        self._eval_fn = None
+
+    # ------------------------------------------------------------------ networks
+    def init_actor(self, key: Array):
+        """Stacked actor params [A, ...] (also used for shape templates)."""
+        keys = jax.random.split(key, self.num_agents)
+        dummy = jnp.zeros((self.obs_dim,), jnp.float32)
+        return jax.vmap(lambda k: self.actor_net.init(k, dummy))(keys)
+
+    def actor_apply(self, actor_params, obs):
+        """obs [..., A, obs_dim] -> actions [..., A, act_dim] (deterministic)."""
+        out = jax.vmap(self.actor_net.apply)(actor_params, _agents_first(obs))
+        return _agents_last(out)
+
+    # ------------------------------------------------------------------ init
+    def _init(self, key: Array) -> TD3State:
+        c, env = self.config, self.env
+        k_actor, k_critic, k_env, key = jax.random.split(key, 4)
+        actor = self.init_actor(k_actor)
+        dummy_o = jnp.zeros((self.obs_dim,), jnp.float32)
+        dummy_a = jnp.zeros((self.act_dim,), jnp.float32)
+        critic = jax.vmap(lambda k: self.critic_net.init(k, dummy_o, dummy_a))(
+            jax.random.split(k_critic, self.num_agents))
+        obs, env_state = jax.vmap(env.reset)(jax.random.split(k_env, c.num_envs))
+        cap, na = c.buffer_size, self.num_agents
+        buffer = {
+            "obs": jnp.zeros((cap, na, self.obs_dim), jnp.float32),
+            "actions": jnp.zeros((cap, na, self.act_dim), jnp.float32),
+            "rewards": jnp.zeros((cap, na), jnp.float32),
+            "next_obs": jnp.zeros((cap, na, self.obs_dim), jnp.float32),
+        }
+        zero_i = jnp.zeros((), jnp.int32)
+        return TD3State(
+            actor=actor, critic=critic, actor_targ=actor, critic_targ=critic,
+            actor_opt=jax.vmap(self.actor_tx.init)(actor),
+            critic_opt=jax.vmap(self.critic_tx.init)(critic),
+            buffer=buffer, buf_ptr=zero_i, buf_size=zero_i, env_state=env_state, obs=obs,
+            ep_score=jnp.zeros((c.num_envs,), jnp.float32),
+            last_score=jnp.full((), jnp.nan, jnp.float32), env_steps=zero_i,
+            num_updates=zero_i, key=key)
+
+    # ------------------------------------------------------------------ update
+    def _agent_critic_step(self, critic, critic_opt, actor_targ, critic_targ, batch, key):
+        c = self.config
+        o, a, r, o2 = batch["obs"], batch["actions"], batch["rewards"], batch["next_obs"]
+        noise = jnp.clip(c.policy_noise * jax.random.normal(key, a.shape), -c.noise_clip,
+                         c.noise_clip)
+        a2 = jnp.clip(self.actor_net.apply(actor_targ, o2) + noise, -1.0, 1.0)
+        q_targ = self.critic_net.apply(critic_targ, o2, a2).min(0)
+        y = jax.lax.stop_gradient(r + c.gamma * q_targ)  # never a true terminal (see docstring)
+
+        def loss_fn(p):
+            q = self.critic_net.apply(p, o, a)
+            return ((q - y[None]) ** 2).mean(1).sum(), q[0].mean()
+
+        (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic)
+        updates, critic_opt = self.critic_tx.update(grads, critic_opt, critic)
+        return optax.apply_updates(critic, updates), critic_opt, loss, q_mean
+
+    def _agent_actor_step(self, actor, actor_opt, critic, obs):
+        def loss_fn(p):
+            a = self.actor_net.apply(p, obs)
+            return -self.critic_net.apply(critic, obs, a)[0].mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(actor)
+        updates, actor_opt = self.actor_tx.update(grads, actor_opt, actor)
+        return optax.apply_updates(actor, updates), actor_opt, loss
+
+    def update(self, state: TD3State, key: Array) -> Tuple[TD3State, Dict[str, Array]]:
+        """One TD3 update of every agent from a uniform batch of the replay buffer."""
+        c = self.config
+        k_idx, k_noise = jax.random.split(key)
+        idx = jax.random.randint(k_idx, (c.batch_size,), 0, jnp.maximum(state.buf_size, 1))
+        batch = {k: _agents_first(v[idx]) if v.ndim == 3 else v[idx].T
+                 for k, v in state.buffer.items()}
+        critic, critic_opt, c_loss, q_mean = jax.vmap(self._agent_critic_step)(
+            state.critic, state.critic_opt, state.actor_targ, state.critic_targ, batch,
+            jax.random.split(k_noise, self.num_agents))
+        num_updates = state.num_updates + 1
+
+        def actor_and_targets(_):
+            actor, actor_opt, a_loss = jax.vmap(self._agent_actor_step)(
+                state.actor, state.actor_opt, critic, batch["obs"])
+            return (actor, actor_opt, soft_update(state.actor_targ, actor, c.tau),
+                    soft_update(state.critic_targ, critic, c.tau), a_loss.mean())
+
+        def skip(_):
+            return (state.actor, state.actor_opt, state.actor_targ, state.critic_targ,
+                    jnp.full((), jnp.nan, jnp.float32))
+
+        actor, actor_opt, actor_targ, critic_targ, a_loss = jax.lax.cond(
+            num_updates % c.policy_delay == 0, actor_and_targets, skip, None)
+        state = state.replace(actor=actor, critic=critic, actor_targ=actor_targ,
+                              critic_targ=critic_targ, actor_opt=actor_opt,
+                              critic_opt=critic_opt, num_updates=num_updates)
+        return state, {"critic_loss": c_loss.mean(), "q": q_mean.mean(), "actor_loss": a_loss}
+
+    # ------------------------------------------------------------------ online loop
+    def _iteration(self, state: TD3State, _):
+        c, env, E = self.config, self.env, self.config.num_envs
+        key, k_act, k_env, k_reset, k_upd = jax.random.split(state.key, 5)
+        # 1. act and step
+        k_noise, k_unif = jax.random.split(k_act)
+        a = self.actor_apply(state.actor, state.obs)
+        a = jnp.clip(a + c.expl_noise * jax.random.normal(k_noise, a.shape), -1.0, 1.0)
+        a_rand = jax.random.uniform(k_unif, a.shape, jnp.float32, -1.0, 1.0)
+        a = jnp.where(state.env_steps < c.start_steps, a_rand, a)
+        next_obs, env_state, reward, done, _ = jax.vmap(env.step)(
+            jax.random.split(k_env, E), state.env_state, a)
+        # 2. store (ring buffer; buffer_size is a multiple of E so a write never wraps)
+        new = {"obs": state.obs, "actions": a, "rewards": reward, "next_obs": next_obs}
+        buffer = {k: jax.lax.dynamic_update_slice_in_dim(state.buffer[k], new[k], state.buf_ptr,
+                                                         axis=0) for k in new}
+        buf_ptr = (state.buf_ptr + E) % c.buffer_size
+        buf_size = jnp.minimum(state.buf_size + E, c.buffer_size)
+        ep_score = state.ep_score + env.score(reward)
+        n_done = done.sum()
+        last_score = jnp.where(n_done > 0, jnp.where(done, ep_score, 0.0).sum()
+                               / jnp.maximum(n_done, 1), state.last_score)
+        ep_score = jnp.where(done, 0.0, ep_score)
+
+        # reset the finished environments (a cond: MJX resets are not free)
+        def do_reset(args):
+            obs, es = args
+            r_obs, r_state = jax.vmap(env.reset)(jax.random.split(k_reset, E))
+            sel = lambda x, y: jnp.where(done.reshape(done.shape + (1,) * (x.ndim - 1)), x, y)
+            return jax.tree.map(sel, r_obs, obs), jax.tree.map(sel, r_state, es)
+
+        obs, env_state = jax.lax.cond(jnp.any(done), do_reset, lambda args: args,
+                                      (next_obs, env_state))
+        state = state.replace(buffer=buffer, buf_ptr=buf_ptr, buf_size=buf_size,
+                              env_state=env_state, obs=obs, ep_score=ep_score,
+                              last_score=last_score, env_steps=state.env_steps + E, key=key)
+
+        # 3. updates
+        def do_updates(s):
+            s, m = jax.lax.scan(lambda s_, k: self.update(s_, k), s,
+                                jax.random.split(k_upd, c.updates_per_iter))
+            return s, jax.tree.map(lambda x: jnp.nanmean(x), m)
+
+        def no_updates(s):
+            nan = jnp.full((), jnp.nan, jnp.float32)
+            return s, {"critic_loss": nan, "q": nan, "actor_loss": nan}
+
+        return jax.lax.cond(state.buf_size >= c.learning_starts, do_updates, no_updates, state)
+
+    def _train_chunk(self, state: TD3State):
+        state, m = jax.lax.scan(self._iteration, state, None, length=self.config.iters_per_chunk)
+        metrics = jax.tree.map(jnp.nanmean, m)
+        metrics["train_score"] = state.last_score
+        return state, metrics
+
+    # ------------------------------------------------------------------ behaviour policy
+    def policy_params(self, actor_params=None, sigma: float = 0.0, uniform: bool = False):
+        """Params of ``policy_fn``: the actor (zeros if None, for the uniform policy), the
+        Gaussian noise std and the uniform flag (traced, so all variants share one program)."""
+        if actor_params is None:
+            actor_params = jax.tree.map(jnp.zeros_like, jax.eval_shape(
+                self.init_actor, jax.random.PRNGKey(0)))
+        return {"actor": actor_params, "sigma": jnp.asarray(sigma, jnp.float32),
+                "uniform": jnp.asarray(uniform, jnp.bool_)}
+
+    @functools.cached_property
+    def policy_fn(self):
+        def policy(params, obs, key):
+            k_n, k_u = jax.random.split(key)
+            a = self.actor_apply(params["actor"], obs)
+            a = jnp.clip(a + params["sigma"] * jax.random.normal(k_n, a.shape), -1.0, 1.0)
+            u = jax.random.uniform(k_u, a.shape, jnp.float32, -1.0, 1.0)
+            return jnp.where(params["uniform"], u, a)
+        return policy
+
+    def evaluate(self, actor_params, key, num_episodes: Optional[int] = None, sigma=0.0,
+                 uniform=False) -> np.ndarray:
+        """Episode scores [num_episodes] of the (deterministic by default) policy."""
+        from dom2_jax.envs.rollout import rollout
+        n = int(num_episodes or self.config.eval_episodes)
+        out = rollout(self.env, self.policy_fn, self.policy_params(actor_params, sigma, uniform),
+                      key, n)
+        return np.asarray(out["score"])
+
+
+def buffer_slice(state: TD3State, start: int, count: int) -> Dict[str, np.ndarray]:
+    """Host copy of ``count`` transitions written from ring index ``start`` on (wraps)."""
+    cap = state.buffer["obs"].shape[0]
+    idx = (np.arange(count) + start) % cap
+    return {k: np.asarray(v[idx]) for k, v in state.buffer.items()}

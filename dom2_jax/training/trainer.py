@@ -1,0 +1,126 @@
+"""``make_train(config, dataset, env)`` in the PureJaxRL style, for DOM2 and every baseline.
+
+    trainer = make_train(config, dataset, env)
+    out = jax.jit(jax.vmap(trainer.train))(jax.random.split(key, num_seeds))   # whole run
+
+``trainer.train(rng)`` is pure: init, then a ``lax.scan`` over chunks, each chunk being a
+``lax.scan`` over ``config.eval_every`` updates (minibatches sampled on device from the
+device-resident dataset) followed by an evaluation of ``config.eval_episodes`` episodes in the
+vmapped JAX environment (and the shifted environment when ``config.shift`` is set).
+
+The launcher (``experiments/train.py``) uses the same pieces one chunk at a time
+(``trainer.init`` / ``trainer.chunk``, jitted and vmapped over seeds) so that it can write
+checkpoints, logs and a progress bar between chunks; the numbers are identical because the
+carry (state and PRNG key) is the same pytree.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Dict, NamedTuple, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+
+from dom2_jax.data.transforms import sample_batch
+from dom2_jax.envs.rollout import make_rollout
+
+ALGOS = ("dom2", "macql", "omar", "masfbc", "matd3bc", "bc")
+
+
+def algo_module(name: str):
+    """The module implementing ``--algo=name`` (default_config/init/update/act)."""
+    if name not in ALGOS:
+        raise ValueError(f"unknown algorithm {name!r}; expected one of {ALGOS}")
+    try:
+        return importlib.import_module(f"dom2_jax.algos.{name}")
+    except ModuleNotFoundError as e:
+        raise ValueError(f"algorithm {name!r} is not implemented yet ({e})") from e
+
+
+@flax.struct.dataclass
+class TrainCarry:
+    state: Any            # the algorithm's state (agents stacked on axis 0)
+    key: jax.Array
+    chunk: jax.Array      # number of chunks done
+
+
+class Trainer(NamedTuple):
+    init: Callable        # rng -> TrainCarry
+    chunk: Callable       # TrainCarry -> (TrainCarry, metrics (chunk means), eval dict)
+    train: Callable       # rng -> (TrainCarry, metrics [C], eval [C])
+    evaluate: Callable    # (state, key) -> eval dict
+    num_chunks: int
+
+
+def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None) -> Trainer:
+    """Builds the pure training functions.
+
+    Args:
+      config: ConfigDict with ``algo`` (name), ``agent`` (the algorithm's config),
+        ``num_updates``, ``eval_every``, ``eval_episodes``.
+      dataset_arrays: ``dom2_jax.data.to_device(dataset)`` ([N, A, ...] device arrays).
+      env: the evaluation environment; ``shift_env`` optionally a shifted copy.
+    """
+    algo = algo_module(config.algo)
+    num_agents, obs_dim, act_dim = env.num_agents, env.obs_dim, env.act_dim
+    n_chunks = int(config.num_updates) // int(config.eval_every)
+    if n_chunks < 1 or int(config.num_updates) % int(config.eval_every):
+        raise ValueError(f"num_updates ({config.num_updates}) must be a positive multiple of "
+                         f"eval_every ({config.eval_every})")
+    k_updates = int(config.eval_every)
+    policy = lambda state, obs, key: algo.act(state, obs, key)
+    rollout = make_rollout(env, policy, int(config.eval_episodes))
+    shift_rollout = (make_rollout(shift_env, policy, int(config.eval_episodes))
+                     if shift_env is not None else None)
+
+    def init(rng) -> TrainCarry:
+        k_init, k_run = jax.random.split(rng)
+        state = algo.init(k_init, config.agent, num_agents, obs_dim, act_dim)
+        return TrainCarry(state=state, key=k_run, chunk=jnp.zeros((), jnp.int32))
+
+    def evaluate(state, key):
+        k1, k2 = jax.random.split(key)
+        out = rollout(state, k1)
+        res = {"score_mean": out["score"].mean(), "score_std": out["score"].std()}
+        if shift_rollout is not None:
+            sh = shift_rollout(state, k2)
+            res.update(shift_score_mean=sh["score"].mean(), shift_score_std=sh["score"].std())
+        return res
+
+    def chunk(carry: TrainCarry):
+        key, k_upd, k_eval = jax.random.split(carry.key, 3)
+
+        def body(st, k):
+            k_b, k_u = jax.random.split(k)
+            return algo.update(st, sample_batch(dataset_arrays, k_b, st.hp.batch_size), k_u)
+
+        state, metrics = jax.lax.scan(body, carry.state, jax.random.split(k_upd, k_updates))
+        # Chunk summaries: mean over updates and agents, plus the last value and a
+        # non-finite flag per term (so a NaN anywhere in the chunk is reported).
+        summary = {}
+        for name, v in metrics.items():
+            summary[name] = jnp.mean(v)
+            summary[name + "/nonfinite"] = jnp.sum(~jnp.isfinite(v))
+        ev = evaluate(state, k_eval)
+        return TrainCarry(state=state, key=key, chunk=carry.chunk + 1), summary, ev
+
+    def train(rng):
+        carry = init(rng)
+
+        def outer(c, _):
+            c, m, e = chunk(c)
+            return c, (m, e)
+
+        carry, (metrics, evals) = jax.lax.scan(outer, carry, None, length=n_chunks)
+        return carry, metrics, evals
+
+    return Trainer(init=init, chunk=chunk, train=train, evaluate=evaluate, num_chunks=n_chunks)
+
+
+def first_nonfinite(summary_np: Dict[str, Any]) -> Optional[str]:
+    """Name of the first metric whose chunk had a non-finite value (host-side), or None."""
+    for name, v in summary_np.items():
+        if name.endswith("/nonfinite") and float(jnp.sum(v)) > 0:
+            return name[: -len("/nonfinite")]
+    return None

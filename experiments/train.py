@@ -1,0 +1,283 @@
+r"""Train an offline MARL algorithm on a dataset, K seeds vmapped in one compiled program.
+
+  python -m experiments.train --algo=dom2 --env=mpe_spread --quality=expert \
+      --preset=quick --generate_missing --num_seeds=2 --workdir=runs/spread_quick
+
+Writes into --workdir: config.json (resolved), metrics.csv, learning_curve.png,
+results.json, checkpoints/ (orbax; the newest complete one is resumed by re-running the same
+command). Config fields: --config=experiments/configs/<algo>.py (default for --algo) and
+--config.<field>=value overrides; --helpfull lists every field with its value.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments.configs import common
+
+ALGOS = ("dom2", "macql", "omar", "masfbc", "matd3bc", "bc")
+ENVS = ("mpe_spread", "mpe_tag", "mpe_world", "mamujoco_halfcheetah_2x3")
+QUALITIES = ("random", "random-medium", "medium-replay", "medium", "medium-expert", "expert")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("algo", "dom2", ALGOS, "Algorithm to train.")
+flags.DEFINE_enum("env", "mpe_spread", ENVS, "Environment (dataset task and evaluation env).")
+flags.DEFINE_enum("quality", None, QUALITIES, "Dataset quality under --data_root (or --dataset).")
+flags.DEFINE_string("dataset", None, "Dataset directory (overrides --quality/--data_root).")
+flags.DEFINE_string("data_root", "datasets", "Root of generated datasets: ROOT/ENV/QUALITY[-N].")
+flags.DEFINE_bool("generate_missing", False, "Generate the dataset first if it does not exist.")
+flags.DEFINE_integer("num_seeds", 1, "Seeds trained together (vmapped; sharded over devices).")
+flags.DEFINE_integer("seed", 0, "Base seed; seed i uses fold_in(PRNGKey(seed), i).")
+flags.DEFINE_string("workdir", None, "Output directory (resumes if it holds checkpoints).")
+flags.DEFINE_enum("shift", None, ["speed", "R", "E"],
+                  "Also evaluate on shifted envs: speed (MPE), R or E (HalfCheetah).")
+flags.DEFINE_enum("preset", None, ["smoke", "quick"],
+                  "smoke: seconds, for checks; quick: minutes on 2 CPU cores and it learns.")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_string("compilation_cache", os.path.expanduser("~/.cache/dom2_jax/xla"),
+                    "JAX persistent compilation cache directory ('' disables). Re-running or "
+                    "resuming the same config then skips most of the XLA compile time.")
+config_flags.DEFINE_config_file("config", None, "Config file (default: experiments/configs/<algo>.py).",
+                                lock_config=False)
+
+
+def config_module(algo: str):
+    return importlib.import_module(f"experiments.configs.{algo}")
+
+
+def resolve_config(algo, env, quality, preset, cli_config=None, config_path=None):
+    """Defaults < task defaults < quality defaults < preset < command-line overrides."""
+    module = config_module(algo)
+    base = module.get_config()
+    cli = {}
+    if cli_config is not None:  # fields whose value differs from the file's are CLI overrides
+        fresh = common.flatten(_load_config_file(config_path) if config_path else base)
+        for k, v in common.flatten(cli_config).items():
+            if k not in fresh or fresh[k] != v:
+                cli[k] = v
+        base = _load_config_file(config_path) if config_path else base
+    layers = [common.TASK_DEFAULTS.get(env, {}), getattr(module, "TASK_DEFAULTS", {}).get(env, {}),
+              getattr(module, "QUALITY_DEFAULTS", {}).get((env, quality), {})]
+    if preset:
+        layers += [common.PRESETS[preset], getattr(module, "PRESETS", {}).get(preset, {})]
+    for layer in layers:
+        common.apply_overrides(base, layer)
+    common.apply_overrides(base, cli)
+    if base.algo != algo:
+        raise ValueError(f"config file is for algo {base.algo!r} but --algo={algo}")
+    return base, cli
+
+
+def _load_config_file(path):
+    spec = importlib.util.spec_from_file_location("_cfg", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config()
+
+
+def dataset_path(data_root, env, quality, size):
+    name = quality if size == 1_000_000 else f"{quality}-n{size}"
+    return os.path.join(data_root, env, name)
+
+
+def get_dataset(path, env_name, quality, config, generate_missing, seed):
+    from dom2_jax import data
+    if not os.path.exists(path):
+        cmd = (f"python -m experiments.generate_dataset --env={env_name} --quality={quality} "
+               f"--num_samples={config.dataset_size} --out={path}")
+        if not generate_missing:
+            raise SystemExit(f"dataset {path!r} does not exist. Generate it with\n  {cmd}\n"
+                             "or re-run with --generate_missing.")
+        if quality is None:
+            raise SystemExit(f"dataset {path!r} does not exist and --quality is not set, so it "
+                             "cannot be generated.")
+        from experiments import generate_dataset
+        logging.info("generating %s (%d transitions)", path, config.dataset_size)
+        ds = generate_dataset.generate(env_name, quality, int(config.dataset_size), seed,
+                                       env_kwargs=dict(config.env_kwargs))
+        data.save(ds, path)
+    return data.load(path, expected_env=env_name)
+
+
+def run(argv_flags=FLAGS):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from tqdm import tqdm
+
+    from dom2_jax import data, envs
+    from dom2_jax.training import reporting
+    from dom2_jax.training.checkpoint import Checkpointer
+    from dom2_jax.training.checks import NonFiniteLossError
+    from dom2_jax.training.trainer import first_nonfinite, make_train
+
+    f = argv_flags
+    if f.compilation_cache:
+        jax.config.update("jax_compilation_cache_dir", f.compilation_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    if f.workdir is None:
+        raise SystemExit("--workdir is required")
+    if f.dataset is None and f.quality is None:
+        raise SystemExit("give --quality (with --data_root) or --dataset=DIR")
+    if f.num_seeds < 1:
+        raise SystemExit(f"--num_seeds must be >= 1, got {f.num_seeds}")
+    mpe = f.env.startswith("mpe_")
+    if f.shift is not None and (f.shift == "speed") != mpe:
+        raise SystemExit(f"--shift={f.shift} does not apply to {f.env}: use "
+                         f"{'speed' if mpe else 'R or E'}")
+    config_path = f["config"].value if f["config"].present else None
+    config, cli = resolve_config(f.algo, f.env, f.quality, f.preset,
+                                 f.config if config_path else None, config_path)
+    # Fail on bad configs before any compilation.
+    algo = importlib.import_module(f"dom2_jax.algos.{f.algo}")
+    env = envs.make(f.env, **dict(config.env_kwargs))
+    shift_env = envs.make(f.env, shift=f.shift, **dict(config.env_kwargs)) if f.shift else None
+    if hasattr(algo, "Hparams"):
+        algo.Hparams.from_config(config.agent, env.num_agents, env.obs_dim, env.act_dim)
+
+    os.makedirs(f.workdir, exist_ok=True)
+    path = f.dataset or dataset_path(f.data_root, f.env, f.quality, int(config.dataset_size))
+    ds = get_dataset(path, f.env, f.quality, config, f.generate_missing, f.seed)
+    data.check_compatible(ds, expected_env=f.env,
+                          expected_shapes={"num_agents": env.num_agents, "obs_dim": env.obs_dim,
+                                           "act_dim": env.act_dim})
+    if config.data_fraction < 1.0:
+        ds = data.subsample(ds, float(config.data_fraction), f.seed)
+    if config.augment:
+        ds = data.augment(ds, data.default_thresholds(ds, tuple(config.augment_quantiles)))
+    refs = ds.reference_returns or {}
+
+    resolved = {"config": config.to_dict(), "cli_overrides": cli, "algo": f.algo, "env": f.env,
+                "quality": f.quality, "dataset": os.path.abspath(path), "num_seeds": f.num_seeds,
+                "seed": f.seed, "shift": f.shift, "preset": f.preset,
+                "dataset_transitions_used": ds.num_transitions, "command": " ".join(sys.argv)}
+    cfg_file = os.path.join(f.workdir, "config.json")
+    if os.path.exists(cfg_file):
+        old = json.load(open(cfg_file))
+        keep = ("config", "algo", "env", "dataset", "num_seeds", "seed", "shift")
+        if any(old.get(k) != json.loads(json.dumps(resolved[k], default=list)) for k in keep):
+            raise SystemExit(f"{f.workdir} holds a run with a different config; use a new "
+                             "--workdir (or delete it) instead of resuming.")
+    reporting.write_json(cfg_file, resolved)
+
+    arrays = data.to_device(ds)
+    trainer = make_train(config, arrays, env, shift_env)
+    seeds = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(f.seed), i))(
+        jnp.arange(f.num_seeds))
+    init = jax.jit(jax.vmap(trainer.init))
+    chunk = jax.jit(jax.vmap(trainer.chunk))
+    carry = init(seeds)
+    n_dev = jax.device_count()
+    if n_dev > 1 and f.num_seeds % n_dev == 0:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+        mesh = Mesh(np.array(jax.devices()), ("seed",))
+        carry = jax.device_put(carry, NamedSharding(mesh, PartitionSpec("seed")))
+        logging.info("sharding %d seeds over %d devices", f.num_seeds, n_dev)
+    elif n_dev > 1:
+        logging.warning("%d seeds do not divide over %d devices: using one device",
+                        f.num_seeds, n_dev)
+
+    ckpt = Checkpointer(os.path.join(f.workdir, "checkpoints"), int(config.keep_checkpoints))
+    log = reporting.MetricsLog.load(os.path.join(f.workdir, "metrics.csv"))
+    start = 0
+    if ckpt.latest_step() is not None:
+        carry = ckpt.restore(carry)
+        start = int(np.asarray(carry.chunk)[0])
+        log.truncate(start * int(config.eval_every))
+        logging.info("resumed from chunk %d (%d updates)", start, start * config.eval_every)
+    else:
+        log.rows = []
+
+    k = int(config.eval_every)
+    t0 = time.time()
+    compile_s = None
+    bar = tqdm(total=trainer.num_chunks * k, initial=start * k, unit="upd",
+               disable=not f.progress, dynamic_ncols=True)
+    ev = None
+    for c in range(start, trainer.num_chunks):
+        tc = time.time()
+        carry, summary, ev = chunk(carry)
+        summary, ev = jax.device_get((summary, ev))
+        if compile_s is None:
+            compile_s = time.time() - tc
+        bad = first_nonfinite(summary)
+        if bad is not None:
+            raise NonFiniteLossError(
+                f"non-finite '{bad}' during updates {c * k + 1}..{(c + 1) * k} (chunk {c}); "
+                f"no checkpoint was written for it. Last good checkpoint: {ckpt.latest_step()}.")
+        step = (c + 1) * k
+        row = {"step": step, "wall_s": time.time() - t0}
+        row.update({m: float(np.mean(v)) for m, v in summary.items() if "/" not in m})
+        for i in range(f.num_seeds):
+            row[f"eval/seed{i}"] = float(ev["score_mean"][i])
+            if "shift_score_mean" in ev:
+                row[f"shift_eval/seed{i}"] = float(ev["shift_score_mean"][i])
+        log.append(row)
+        ckpt.save(c + 1, carry)
+        reporting.plot_learning_curve(log.rows, os.path.join(f.workdir, "learning_curve.png"),
+                                      f"{f.algo} on {f.env} ({f.quality or path})", f.num_seeds,
+                                      refs)
+        mean_eval = float(np.mean(ev["score_mean"]))
+        bar.set_postfix(eval=f"{mean_eval:.1f}", critic=f"{row.get('critic_loss', np.nan):.3g}")
+        bar.update(k)
+    bar.close()
+    wall = time.time() - t0
+
+    # Results: final and best evaluations per seed.
+    results = {"algo": f.algo, "env": f.env, "quality": f.quality, "dataset": os.path.abspath(path),
+               "num_seeds": f.num_seeds, "num_updates": int(config.num_updates),
+               "eval_episodes": int(config.eval_episodes), "shift": f.shift,
+               "reference_returns": refs, "config": config.to_dict(),
+               "wall_clock_s": wall, "first_chunk_s_incl_compile": compile_s,
+               "updates_per_s_per_seed": (trainer.num_chunks - start) * k / max(wall, 1e-9),
+               "system": reporting.system_info(), "seeds": []}
+    # The last chunk ends with an evaluation of the final parameters; a run resumed after its
+    # last chunk evaluates them again.
+    final = ev if ev is not None else jax.device_get(jax.jit(jax.vmap(trainer.evaluate))(
+        carry.state, jax.vmap(lambda s: jax.random.fold_in(s, 999))(seeds)))
+    for i in range(f.num_seeds):
+        curve = [r[f"eval/seed{i}"] for r in log.rows]
+        entry = {"seed_index": i, "final_score_mean": float(final["score_mean"][i]),
+                 "final_score_std": float(final["score_std"][i]),
+                 "best_eval_score": float(np.max(curve)) if curve else None}
+        if "shift_score_mean" in final:
+            entry.update(final_shift_score_mean=float(final["shift_score_mean"][i]),
+                         final_shift_score_std=float(final["shift_score_std"][i]))
+        if refs.get("random") is not None and refs.get("expert") is not None:
+            entry["final_normalized_score"] = data.normalized_score(entry["final_score_mean"], refs)
+            if "final_shift_score_mean" in entry:
+                entry["final_shift_normalized_score"] = data.normalized_score(
+                    entry["final_shift_score_mean"], refs)
+        results["seeds"].append(entry)
+    scores = [s["final_score_mean"] for s in results["seeds"]]
+    results["final_score_mean_over_seeds"] = float(np.mean(scores))
+    results["final_score_std_over_seeds"] = float(np.std(scores))
+    if "final_normalized_score" in results["seeds"][0]:
+        results["final_normalized_score_mean"] = float(
+            np.mean([s["final_normalized_score"] for s in results["seeds"]]))
+    reporting.write_json(os.path.join(f.workdir, "results.json"), results)
+    ckpt.close()
+    msg = (f"{f.algo} on {f.env}: final score {results['final_score_mean_over_seeds']:.1f} "
+           f"+- {results['final_score_std_over_seeds']:.1f} over {f.num_seeds} seed(s)")
+    if "final_normalized_score_mean" in results:
+        msg += (f", normalised {results['final_normalized_score_mean']:.1f} "
+                f"(dataset: random {refs['random']:.1f}, expert {refs['expert']:.1f})")
+    print(msg)
+    print(f"results: {os.path.join(f.workdir, 'results.json')}")
+    return results
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    run()
+
+
+if __name__ == "__main__":
+    app.run(main)

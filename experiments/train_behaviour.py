@@ -1,0 +1,103 @@
+r"""Train the behaviour policies (independent TD3) that generate the offline datasets.
+
+  python -m experiments.train_behaviour --env=mpe_spread --steps=1000000 --seed=0
+
+Writes (atomically) into --out (default dom2_jax/assets/):
+  <env>_expert.npz   best snapshot (re-evaluated over --final_eval_episodes)
+  <env>_medium.npz   snapshot before the expert whose score is closest to
+                     random + --medium_fraction * (expert - random)
+  behaviour_returns.json[<env>]  measured random/medium/expert scores (mean, std, episodes),
+                     the training curve, the config, seed and exact command; medium-replay
+                     regeneration (experiments.generate_dataset) re-runs training to the
+                     medium chunk with this seed and config.
+Config: --config=experiments/configs/td3_mpe.py (or td3_halfcheetah.py), --config.<f>=v.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("env", "mpe_spread", "Environment name (dom2_jax.envs.make).")
+flags.DEFINE_string("env_kwargs", "{}", "JSON dict of env overrides (recorded).")
+flags.DEFINE_integer("steps", 1_000_000, "Environment transitions to train for.")
+flags.DEFINE_integer("seed", 0, "Training seed.")
+flags.DEFINE_string("out", None, "Output directory (default: dom2_jax/assets).")
+flags.DEFINE_float("medium_fraction", 0.5,
+                   "Medium target as a normalised score: random + f * (expert - random).")
+flags.DEFINE_integer("eval_every", 1, "Evaluate / snapshot every this many chunks.")
+flags.DEFINE_integer("final_eval_episodes", 1000, "Episodes for the reported returns (>= 100).")
+flags.DEFINE_string("log_json", None, "Also write the training curve to this JSON file.")
+config_flags.DEFINE_config_file("config", None, "TD3 config file (default: per-env defaults).",
+                                lock_config=False)
+
+
+def main(argv):
+    del argv
+    import jax
+
+    from dom2_jax.online import behaviour, policies
+    from dom2_jax.online import td3 as td3_lib
+
+    env_kwargs = json.loads(FLAGS.env_kwargs)
+    config = FLAGS.config if FLAGS.config is not None else td3_lib.default_config(FLAGS.env)
+    config.hidden_dims = tuple(config.hidden_dims)
+    td3 = behaviour.make_td3(FLAGS.env, config, env_kwargs)
+    n_chunks = behaviour.num_chunks_for(FLAGS.steps, config)
+    command = "python -m experiments.train_behaviour " + " ".join(
+        shlex.quote(a) for a in sys.argv[1:])
+    print(f"{command}\n{td3.env}\n{config}\n{n_chunks} chunks of "
+          f"{behaviour.chunk_transitions(config)} transitions", flush=True)
+    log = lambda s: print(s, flush=True)
+    t0 = time.time()
+    snaps = behaviour.run_training(td3, FLAGS.seed, n_chunks, eval_every=FLAGS.eval_every,
+                                   log=log)
+    train_s = time.time() - t0
+    sel = behaviour.select_policies(td3, snaps, FLAGS.seed, medium_fraction=FLAGS.medium_fraction,
+                                    final_eval_episodes=FLAGS.final_eval_episodes, log=log)
+    out = FLAGS.out or policies.ASSETS_DIR
+    cfg = td3_lib.config_to_dict(config)
+    common = dict(env=FLAGS.env, env_kwargs=env_kwargs, hidden_dims=list(config.hidden_dims),
+                  num_agents=td3.num_agents, obs_dim=td3.obs_dim, act_dim=td3.act_dim,
+                  seed=FLAGS.seed, td3_config=cfg, command=command)
+    digests = {}
+    for q in ("expert", "medium"):
+        e = sel[q]
+        flat = snaps[e["index"]]["flat_params"]
+        digests[q] = policies.params_digest(flat)
+        meta = dict(common, quality=q, env_steps=e["env_steps"], chunk=e["chunk"],
+                    score=e["score"], score_std=e["score_std"], eval_episodes=e["episodes"],
+                    params_sha256=digests[q])
+        policies.save_policy(policies.policy_path(FLAGS.env, q, out), flat, meta)
+    entry = {
+        "random": sel["random"],
+        "expert": {k: v for k, v in sel["expert"].items() if k != "index"},
+        "medium": {k: v for k, v in sel["medium"].items() if k != "index"},
+        "training": dict(
+            common, steps=n_chunks * behaviour.chunk_transitions(config), chunks=n_chunks,
+            chunk_transitions=behaviour.chunk_transitions(config),
+            medium_fraction=FLAGS.medium_fraction, wall_s=round(train_s, 1),
+            jax_version=jax.__version__, backend=jax.default_backend(),
+            params_sha256=digests,
+            curve=[[s["env_steps"], round(s["score"], 3)] for s in snaps]),
+    }
+    entry["expert"]["params_sha256"] = digests["expert"]
+    entry["medium"]["params_sha256"] = digests["medium"]
+    path = policies.update_returns(FLAGS.env, entry, out)
+    if FLAGS.log_json:
+        with open(FLAGS.log_json, "w") as f:
+            json.dump(entry, f, indent=1)
+    r, m, x = sel["random"], sel["medium"], sel["expert"]
+    print(f"random {r['score']:.2f} | medium {m['score']:.2f} (normalised {m['normalised']:.1f}, "
+          f"chunk {m['chunk']}) | expert {x['score']:.2f} (chunk {x['chunk']}); "
+          f"train {train_s:.0f} s; wrote {path}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

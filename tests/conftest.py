@@ -1,0 +1,51 @@
+"""Shared test fixtures: small datasets made with our own envs (no downloads)."""
+import os
+
+import numpy as np
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def random_policy_dataset(env_name, num_episodes, seed=0, quality="random"):
+    """Uniform-random-action episodes of ``env_name`` as a validated Dataset."""
+    import jax
+    from dom2_jax import data, envs
+    from dom2_jax.envs.rollout import make_rollout
+
+    env = envs.make(env_name)
+    policy = lambda p, obs, key: jax.random.uniform(key, (env.num_agents, env.act_dim),
+                                                    minval=-1.0, maxval=1.0)
+    out = jax.jit(make_rollout(env, policy, num_episodes, return_trajectory=True))(
+        None, jax.random.PRNGKey(seed))
+    out = jax.device_get(out)
+    t = env.episode_length
+    flat = lambda x: np.asarray(x).reshape((num_episodes * t,) + np.asarray(x).shape[2:])
+    return data.build_dataset(
+        flat(out["obs"]).astype(np.float32), flat(out["actions"]).clip(-1, 1).astype(np.float32),
+        flat(out["rewards"]).astype(np.float32), flat(out["next_obs"]).astype(np.float32),
+        np.zeros((num_episodes * t, env.num_agents), bool),
+        np.full(num_episodes, t, np.int64), np.asarray(out["score"], np.float32),
+        env=env_name, quality=quality,
+        reference_returns={"random": float(np.mean(out["score"])),
+                           "expert": float(np.mean(out["score"])) + 100.0},
+        generator={"test": "random_policy_dataset"})
+
+
+@pytest.fixture(scope="session")
+def spread_random_dataset_dir(tmp_path_factory):
+    from dom2_jax import data
+    path = str(tmp_path_factory.mktemp("data") / "spread_random")
+    data.save(random_policy_dataset("mpe_spread", 40), path)
+    return path

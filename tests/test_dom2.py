@@ -1,0 +1,165 @@
+"""DOM2 learner: vmapped update = per-agent updates, single compile, bandit, CQL, NaN guard."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dom2_jax.algos import dom2
+from dom2_jax.training.checks import NonFiniteLossError, check_finite
+
+
+def tiny_config(**kw):
+    c = dom2.default_config()
+    c.noise_hidden = (32, 16)
+    c.critic_hidden = (32, 32)
+    c.batch_size = 64
+    c.num_solver_steps = 3
+    c.num_cql_actions = 4
+    c.update(kw)
+    return c
+
+
+def random_batch(key, a, b, obs_dim, act_dim):
+    ks = jax.random.split(key, 5)
+    return {"obs": jax.random.normal(ks[0], (a, b, obs_dim)),
+            "actions": jax.random.uniform(ks[1], (a, b, act_dim), minval=-1, maxval=1),
+            "rewards": jax.random.normal(ks[2], (a, b)),
+            "next_obs": jax.random.normal(ks[3], (a, b, obs_dim)),
+            "dones": (jax.random.uniform(ks[4], (a, b)) < 0.1).astype(jnp.float32)}
+
+
+def test_vmapped_update_equals_per_agent_updates():
+    a, obs_dim, act_dim = 3, 5, 2
+    state = dom2.init(jax.random.PRNGKey(0), tiny_config(solver_order=2), a, obs_dim, act_dim)
+    batch = random_batch(jax.random.PRNGKey(1), a, 64, obs_dim, act_dim)
+    key = jax.random.PRNGKey(2)
+    new, metrics = jax.jit(dom2.update)(state, batch, key)
+    keys = jax.random.split(key, a)
+    one = jax.jit(lambda p, b, k: dom2.agent_update(state.hp, state.coef, p, b, k))
+    for j in range(a):
+        params_j = {f: jax.tree.map(lambda x: x[j], getattr(state, f)) for f in dom2._PARAM_FIELDS}
+        new_j, m_j = one(params_j, jax.tree.map(lambda x: x[j], batch), keys[j])
+        for f in dom2._PARAM_FIELDS:
+            for x, y in zip(jax.tree.leaves(getattr(new, f)), jax.tree.leaves(new_j[f])):
+                np.testing.assert_allclose(x[j], y, rtol=2e-5, atol=2e-6)
+        np.testing.assert_allclose(metrics["critic_loss"][j], m_j["critic_loss"], rtol=1e-5)
+    # agents really are independent (different params -> different results)
+    assert not np.allclose(metrics["actor_loss"][0], metrics["actor_loss"][1])
+    assert int(new.step) == 1
+
+
+def test_compiles_once_across_steps_and_calls():
+    a, obs_dim, act_dim = 2, 4, 3
+    state = dom2.init(jax.random.PRNGKey(0), tiny_config(), a, obs_dim, act_dim)
+    upd = jax.jit(lambda s, b, k: dom2.update(s, b, k))  # fresh cache for this test
+    for i in range(3):
+        state, _ = upd(state, random_batch(jax.random.PRNGKey(i), a, 64, obs_dim, act_dim),
+                       jax.random.PRNGKey(10 + i))
+    assert upd._cache_size() == 1
+    arrays = {k: jnp.moveaxis(v, 0, 1) for k, v in
+              random_batch(jax.random.PRNGKey(5), a, 500, obs_dim, act_dim).items()}
+    run = jax.jit(dom2.make_train_steps(4))  # make_train_steps returns a new function
+    state, m = run(state, arrays, jax.random.PRNGKey(0))
+    state, m = run(state, arrays, jax.random.PRNGKey(1))
+    # changing a loss weight is a new value, not a new program
+    state = state.replace(coef=dom2.make_coef(state.hp, zeta=3.0, eta=0.1))
+    state, m = run(state, arrays, jax.random.PRNGKey(2))
+    assert run._cache_size() == 1
+    assert m["critic_loss"].shape == (4, a) and int(state.step) == 3 + 12
+
+
+def test_act_shapes_range_and_errors():
+    state = dom2.init(jax.random.PRNGKey(0), tiny_config(), 3, 6, 2)
+    obs = jax.random.normal(jax.random.PRNGKey(1), (7, 3, 6))
+    acts = jax.jit(dom2.act)(state, obs, jax.random.PRNGKey(2))
+    assert acts.shape == (7, 3, 2)
+    assert float(jnp.max(jnp.abs(acts))) <= 1.0
+    assert dom2.act(state, obs[0], jax.random.PRNGKey(2)).shape == (3, 2)
+    with pytest.raises(ValueError, match=r"act expects obs \[\.\.\., 3, 6\]"):
+        dom2.act(state, jnp.zeros((7, 2, 6)), jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="batch\\['obs'\\] has shape"):
+        dom2.update(state, random_batch(jax.random.PRNGKey(0), 2, 8, 6, 2), jax.random.PRNGKey(0))
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown DOM2 config fields \\['etaa'\\]"):
+        c = tiny_config()
+        c.etaa = 1.0
+        dom2.init(jax.random.PRNGKey(0), c, 2, 3, 2)
+    with pytest.raises(ValueError, match="solver_order must be 1, 2 or 3"):
+        dom2.init(jax.random.PRNGKey(0), tiny_config(solver_order=4), 2, 3, 2)
+
+
+# ----------------------------------------------------------------------------- bandit
+MODES = np.array([-0.6, 0.0, 0.6])
+
+
+def bandit_arrays(n=3000, seed=0):
+    """One-step bandit, 1 agent, act_dim 1: behaviour = equal mixture of three modes; reward
+    peaks on the +0.6 mode (1.0), 0.3 on the others. obs is an uninformative constant."""
+    rng = np.random.default_rng(seed)
+    a = MODES[rng.integers(0, 3, n)] + 0.05 * rng.standard_normal(n)
+    r = 0.3 + 0.7 * np.exp(-((a - 0.6) / 0.15) ** 2)
+    obs = np.ones((n, 1, 1), np.float32)
+    return {"obs": jnp.asarray(obs), "actions": jnp.asarray(a[:, None, None], jnp.float32),
+            "rewards": jnp.asarray(r[:, None], jnp.float32), "next_obs": jnp.asarray(obs),
+            "dones": jnp.ones((n, 1), jnp.float32)}
+
+
+def stack_states(states):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
+def test_bandit_q_guidance_picks_best_mode_and_bc_keeps_mixture():
+    """Two runs in one compiled program (vmapped): eta = 1 and eta = 0 (pure BC)."""
+    cfg = tiny_config(eta=1.0, zeta=0.5, batch_size=128, num_solver_steps=5, actor_lr=1e-3,
+                      critic_lr=1e-3, noise_hidden=(64, 32), ema_decay=0.0)
+    s0 = dom2.init(jax.random.PRNGKey(0), cfg, 1, 1, 1)
+    states = stack_states([s0, s0.replace(coef=dom2.make_coef(s0.hp, eta=0.0))])
+    run = jax.vmap(lambda s, k: dom2.train_steps(s, bandit_arrays(), k, 1500))
+    states, metrics = jax.jit(run)(states, jax.random.split(jax.random.PRNGKey(1), 2))
+    check_finite(metrics)
+    obs = jnp.ones((2000, 1, 1))
+    acts = jax.vmap(lambda s: dom2.act(s, obs, jax.random.PRNGKey(2)))(states)[:, :, 0, 0]
+    nearest = np.argmin(np.abs(np.asarray(acts)[..., None] - MODES), axis=-1)
+    frac_q, frac_bc = (np.bincount(n, minlength=3) / len(n) for n in nearest)
+    assert frac_q[2] > 0.8, frac_q
+    assert np.all(frac_bc > 0.2) and np.all(frac_bc < 0.48), frac_bc
+
+
+# ----------------------------------------------------------------------------- critics
+def synthetic_offline(n=2000, obs_dim=3, act_dim=2, seed=0):
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal((n, 2, obs_dim)).astype(np.float32)
+    act = np.clip(0.3 * rng.standard_normal((n, 2, act_dim)), -1, 1).astype(np.float32)
+    rew = (obs[..., 0] - np.sum(act**2, -1)).astype(np.float32)
+    nxt = (0.9 * obs + 0.1 * rng.standard_normal(obs.shape)).astype(np.float32)
+    return {"obs": jnp.asarray(obs), "actions": jnp.asarray(act), "rewards": jnp.asarray(rew),
+            "next_obs": jnp.asarray(nxt), "dones": jnp.zeros((n, 2), jnp.float32)}
+
+
+def test_td_error_falls_and_cql_gap_shrinks_with_zeta():
+    arrays = synthetic_offline()
+    s0 = dom2.init(jax.random.PRNGKey(0), tiny_config(gamma=0.9, eta=0.5), 2, 3, 2)
+    zetas = (0.0, 1.0, 5.0)
+    states = stack_states([s0.replace(coef=dom2.make_coef(s0.hp, zeta=z)) for z in zetas])
+    run = jax.jit(jax.vmap(lambda s, k: dom2.train_steps(s, arrays, k, 400), in_axes=(0, None)))
+    _, m = run(states, jax.random.PRNGKey(1))
+    check_finite(m)
+    td = np.asarray(m["critic_td"]).mean(-1)  # [zeta, step]
+    assert np.all(td[:, -50:].mean(1) < 0.5 * td[:, :50].mean(1)), td[:, [0, -1]]
+    assert np.all(np.isfinite(np.asarray(m["q_data"])))
+    gaps = np.asarray(m["cql_gap"])[:, -50:].mean((1, 2))
+    assert gaps[0] > gaps[1] > gaps[2], gaps
+
+
+def test_nan_in_loss_names_term_and_step():
+    arrays = synthetic_offline(n=200)
+    arrays["rewards"] = arrays["rewards"].at[:].set(jnp.nan)
+    state = dom2.init(jax.random.PRNGKey(0), tiny_config(), 2, 3, 2)
+    _, m = dom2.train_steps_jit(state, arrays, jax.random.PRNGKey(1), num_updates=4)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite value in '.*' at step 100"):
+        check_finite(m, first_step=100)
+    with pytest.raises(NonFiniteLossError, match="'critic_loss' at step 7"):
+        check_finite({"critic_loss": np.array([1.0, 2.0, np.nan]), "x": np.ones(3)}, 5)
+    check_finite({"critic_loss": np.ones((3, 2))})

@@ -1,0 +1,129 @@
+"""Trainer and launcher: vmapped seeds = single seeds, determinism, resume, results, errors."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from dom2_jax import data, envs
+from dom2_jax.training.trainer import make_train
+from experiments.train import resolve_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smoke_config():
+    config, _ = resolve_config("dom2", "mpe_spread", "random", "smoke")
+    return config
+
+
+@pytest.fixture(scope="module")
+def trainer(spread_random_dataset_dir):
+    ds = data.load(spread_random_dataset_dir, expected_env="mpe_spread")
+    return make_train(smoke_config(), data.to_device(ds), envs.make("mpe_spread"))
+
+
+def test_two_vmapped_seeds_equal_two_single_runs_and_are_deterministic(trainer):
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    train = jax.jit(jax.vmap(trainer.train))
+    both = train(keys)
+    again = train(keys)
+    singles = [train(keys[i:i + 1]) for i in range(2)]
+    for i in range(2):
+        for a, b in zip(jax.tree.leaves(both), jax.tree.leaves(singles[i])):
+            # different batch shapes reassociate float sums (~1e-6 after 4 Adam steps)
+            np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b)[0], rtol=1e-3, atol=1e-4)
+    for a, b in zip(jax.tree.leaves(both), jax.tree.leaves(again)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    carry, metrics, evals = both
+    assert evals["score_mean"].shape == (2, trainer.num_chunks)
+    assert not np.allclose(evals["score_mean"][0], evals["score_mean"][1])
+
+
+def test_config_precedence_and_errors():
+    c, cli = resolve_config("dom2", "mpe_spread", "expert", None)
+    assert c.agent.gamma == 0.95 and c.agent.zeta == 5.0 and c.agent.num_solver_steps == 5
+    c, _ = resolve_config("dom2", "mamujoco_halfcheetah_2x3", "random", "quick")
+    assert c.agent.num_solver_steps == 10 and c.agent.zeta == 1.0 and c.num_updates == 3000
+    with pytest.raises(ValueError, match="multiple of eval_every"):
+        cfg = smoke_config()
+        cfg.num_updates = 5
+        make_train(cfg, {}, envs.make("mpe_spread"))
+
+
+def _launch(args, cache, timeout=900):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "experiments.train", "--progress=false",
+                           f"--compilation_cache={cache}"] + args, capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+def test_launcher_bad_flags_fail_fast_with_clear_messages(tmp_path, spread_random_dataset_dir):
+    cache = str(tmp_path / "cache")
+    r = _launch(["--env=mpe_spread", "--workdir=" + str(tmp_path / "w"), "--shift=R",
+                 "--dataset=" + spread_random_dataset_dir], cache)
+    assert r.returncode != 0 and "--shift=R does not apply to mpe_spread" in r.stderr + r.stdout
+    r = _launch(["--env=mpe_spread", "--quality=expert", "--workdir=" + str(tmp_path / "w"),
+                 "--data_root=" + str(tmp_path / "nodata")], cache)
+    assert r.returncode != 0 and "does not exist. Generate it with" in r.stderr + r.stdout
+    r = _launch(["--env=mpe_nope", "--workdir=x"], cache)
+    assert r.returncode != 0 and "mpe_nope" in r.stderr
+    r = _launch(["--env=mpe_spread", "--dataset=" + spread_random_dataset_dir,
+                 "--workdir=" + str(tmp_path / "w"), "--config.agent.solver_order=7"], cache)
+    assert r.returncode != 0 and "solver_order must be 1, 2 or 3" in r.stderr + r.stdout
+
+
+def test_launcher_results_and_resume_equals_uninterrupted(tmp_path, spread_random_dataset_dir):
+    cache = str(tmp_path / "cache")
+    args = ["--algo=dom2", "--env=mpe_spread", "--dataset=" + spread_random_dataset_dir,
+            "--preset=smoke", "--num_seeds=2", "--shift=speed"]
+    full = tmp_path / "full"
+    r = _launch(args + [f"--workdir={full}"], cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.load(open(full / "results.json"))
+    for k in ("config", "seeds", "wall_clock_s", "updates_per_s_per_seed", "system",
+              "reference_returns", "final_score_mean_over_seeds"):
+        assert k in res, k
+    assert len(res["seeds"]) == 2
+    for s in res["seeds"]:
+        for k in ("final_score_mean", "final_score_std", "best_eval_score",
+                  "final_shift_score_mean", "final_normalized_score"):
+            assert np.isfinite(s[k]), k
+    assert (full / "learning_curve.png").stat().st_size > 1000
+    assert (full / "metrics.csv").read_text().count("\n") == 3  # header + 2 evaluations
+    assert json.load(open(full / "config.json"))["config"]["agent"]["noise_hidden"] == [32]
+
+    # An interrupted run: only the first checkpoint survived, plus a half-written one left by
+    # a process killed while saving. Re-running the command resumes and ends identically.
+    part = tmp_path / "part"
+    shutil.copytree(full, part)
+    shutil.rmtree(part / "checkpoints" / "2")
+    os.makedirs(part / "checkpoints" / "2.orbax-checkpoint-tmp-1234567")
+    (part / "checkpoints" / "2.orbax-checkpoint-tmp-1234567" / "junk").write_text("partial")
+    os.remove(part / "results.json")
+    r = _launch(args + [f"--workdir={part}"], cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from chunk 1" in r.stderr
+    res2 = json.load(open(part / "results.json"))
+    for a, b in zip(res["seeds"], res2["seeds"]):
+        assert a["final_score_mean"] == pytest.approx(b["final_score_mean"], rel=1e-6)
+    p_full, p_part = _latest_checkpoint(full), _latest_checkpoint(part)
+    assert len(jax.tree.leaves(p_full)) > 10
+    for a, b in zip(jax.tree.leaves(p_full), jax.tree.leaves(p_part)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    # A different config in the same workdir is refused instead of silently resumed.
+    r = _launch(args + [f"--workdir={part}", "--config.agent.eta=0.5"], cache)
+    assert r.returncode != 0 and "different config" in r.stderr + r.stdout
+
+
+def _latest_checkpoint(workdir):
+    """The newest checkpoint of a run as a raw pytree (every parameter, optimiser state, key)."""
+    import orbax.checkpoint as ocp
+    mgr = ocp.CheckpointManager(str(workdir / "checkpoints"))
+    assert mgr.latest_step() == 2
+    return mgr.restore(2, args=ocp.args.StandardRestore())
