@@ -43,25 +43,45 @@ flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.DEFINE_string("compilation_cache", os.path.expanduser("~/.cache/dom2_jax/xla"),
                     "JAX persistent compilation cache directory ('' disables). Re-running or "
                     "resuming the same config then skips most of the XLA compile time.")
-config_flags.DEFINE_config_file("config", None, "Config file (default: experiments/configs/<algo>.py).",
-                                lock_config=False)
+# The default config file follows --algo (read from argv before flags are parsed), so that
+# `--config.<field>=...` and `--helpfull` work without naming the file.
+_ALGO_IN_ARGV = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--algo=")), "dom2")
+_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+_DEFAULT_CONFIG = os.path.join(_CONFIG_DIR,
+                               f"{_ALGO_IN_ARGV if _ALGO_IN_ARGV in ALGOS else 'dom2'}.py")
+
+
+def _config_help():
+    text = ("Config file (default: experiments/configs/<algo>.py); override any field with "
+            "--config.<field>=value. Fields and defaults of the default file (before task, "
+            "quality and preset defaults; see --show_config for the resolved values):")
+    if "--helpfull" in sys.argv or "--help" in sys.argv:
+        try:
+            cfg = importlib.import_module(
+                f"experiments.configs.{os.path.basename(_DEFAULT_CONFIG)[:-3]}").get_config()
+            text += "".join(f"\n    {k} = {v!r}" for k, v in common.flatten(cfg).items())
+        except Exception as e:  # help must never crash
+            text += f" (could not load: {e})"
+    return text
+
+
+config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, _config_help(), lock_config=False)
+flags.DEFINE_bool("show_config", False, "Print the resolved config and exit (no compile).")
 
 
 def config_module(algo: str):
     return importlib.import_module(f"experiments.configs.{algo}")
 
 
-def resolve_config(algo, env, quality, preset, cli_config=None, config_path=None):
-    """Defaults < task defaults < quality defaults < preset < command-line overrides."""
+def resolve_config(algo, env, quality, preset, cli_overrides=None, config_path=None):
+    """Defaults < task defaults < quality defaults < preset < command-line overrides.
+
+    ``cli_overrides``: dotted field -> value (``--config.<field>=`` flags); ``config_path``: a
+    config file to use instead of experiments/configs/<algo>.py. Returns (config, overrides).
+    """
     module = config_module(algo)
-    base = module.get_config()
-    cli = {}
-    if cli_config is not None:  # fields whose value differs from the file's are CLI overrides
-        fresh = common.flatten(_load_config_file(config_path) if config_path else base)
-        for k, v in common.flatten(cli_config).items():
-            if k not in fresh or fresh[k] != v:
-                cli[k] = v
-        base = _load_config_file(config_path) if config_path else base
+    base = _load_config_file(config_path) if config_path else module.get_config()
+    cli = dict(cli_overrides or {})
     layers = [common.TASK_DEFAULTS.get(env, {}), getattr(module, "TASK_DEFAULTS", {}).get(env, {}),
               getattr(module, "QUALITY_DEFAULTS", {}).get((env, quality), {})]
     if preset:
@@ -131,9 +151,11 @@ def run(argv_flags=FLAGS):
     if f.shift is not None and (f.shift == "speed") != mpe:
         raise SystemExit(f"--shift={f.shift} does not apply to {f.env}: use "
                          f"{'speed' if mpe else 'R or E'}")
-    config_path = f["config"].value if f["config"].present else None
     config, cli = resolve_config(f.algo, f.env, f.quality, f.preset,
-                                 f.config if config_path else None, config_path)
+                                 dict(f["config"].override_values), f["config"].config_filename)
+    if f.show_config:
+        print(config)
+        return None
     # Fail on bad configs before any compilation.
     algo = importlib.import_module(f"dom2_jax.algos.{f.algo}")
     env = envs.make(f.env, **dict(config.env_kwargs))
@@ -276,7 +298,12 @@ def run(argv_flags=FLAGS):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    run()
+    from dom2_jax.data import DatasetError
+    try:
+        run()
+    except (ValueError, DatasetError) as e:  # bad config / dataset: one clear line, no trace
+        logging.error("%s", e)
+        raise SystemExit(f"error: {e}")
 
 
 if __name__ == "__main__":

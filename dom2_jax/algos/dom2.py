@@ -36,6 +36,7 @@ import ml_collections
 import optax
 
 from dom2_jax import diffusion
+from dom2_jax.algos.common import critic_loss  # noqa: F401  (re-exported: dom2.critic_loss)
 from dom2_jax.networks import DoubleCritic, soft_update
 
 Array = jax.Array
@@ -236,24 +237,8 @@ def act(state: DOM2State, obs: Array, key: Array, use_ema: bool = True) -> Array
 
 
 # ----------------------------------------------------------------------------- losses
-def critic_loss(hp: Hparams, coef, critic_params, batch, target_q: Array, key: Array):
-    """Eq. 1 for one agent, both critics. batch arrays [B, ...]; target_q [B] (no gradient)."""
-    critic = hp.critic_module
-    obs, actions = batch["obs"], batch["actions"]
-    q_data = critic.apply(critic_params, obs, actions)  # [2, B]
-    td = jnp.mean(jnp.square(q_data - target_q[None]), axis=-1)  # [2]
-    m = hp.num_cql_actions
-    rand_a = jax.random.uniform(key, (m,) + actions.shape, actions.dtype, -1.0, 1.0)  # [M, B, d]
-    q_rand = jax.vmap(lambda a: critic.apply(critic_params, obs, a))(rand_a)  # [M, 2, B]
-    if hp.cql_density_correction:
-        q_rand = q_rand - hp.act_dim * jnp.log(0.5) - jnp.log(m)
-    lse = jax.scipy.special.logsumexp(q_rand, axis=0)  # [2, B]
-    cql = jnp.mean(lse - q_data, axis=-1)  # [2]
-    loss = jnp.sum(td) + coef["zeta"] * jnp.sum(cql)
-    aux = {"critic_td": jnp.mean(td), "critic_cql": jnp.mean(cql),
-           "q_data": jnp.mean(q_data), "q_random": jnp.mean(q_rand),
-           "cql_gap": jnp.mean(jnp.mean(q_rand, 0) - q_data)}
-    return loss, aux
+# critic_loss (Eq. 1, CQL(H) with uniform actions) is shared with MA-CQL and OMAR and lives in
+# dom2_jax.algos.common; it is imported above and stays reachable as dom2.critic_loss.
 
 
 def actor_loss(hp: Hparams, coef, actor_params, critic_params, batch, key: Array):

@@ -1,0 +1,100 @@
+"""MA-TD3+BC: independent TD3+BC learners (Fujimoto & Gu 2021), one per agent.
+
+Per agent j:
+  critic: y = r + gamma (1 - d) min_k Qbar_k(o', clip(pibar(o') + clip(N(0, 0.2^2), -0.5, 0.5)))
+          L(phi) = sum_k E (y - Q_k(o, a))^2           (no CQL term: ``common.td_critic_loss``)
+  actor (every ``policy_delay`` = 2 updates, with the soft target updates):
+          lambda = alpha / sg(E |Q_1(o, pi(o))|),  alpha = 2.5
+          L(theta) = -lambda E Q_1(o, pi(o)) + E mean_d (pi(o) - a)^2
+Deviation: TD3+BC standardises observations with dataset statistics; ``init`` does not see
+the dataset, so observations are used as they are (MPE and HalfCheetah features are O(1)-O(10)).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from dom2_jax.algos import common
+from dom2_jax.algos.common import ActorCriticState
+
+Array = jax.Array
+State = ActorCriticState
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """TD3+BC's published hyper-parameters (D4RL MuJoCo)."""
+    c = ml_collections.ConfigDict()
+    c.alpha = 2.5                # BC trade-off: lambda = alpha / mean|Q|
+    c.rho = 0.005
+    c.gamma = 0.99
+    c.actor_hidden = (256, 256)
+    c.critic_hidden = (256, 256)
+    c.policy_noise = 0.2         # target policy smoothing
+    c.noise_clip = 0.5
+    c.policy_delay = 2           # delayed actor and target updates
+    c.batch_size = 256
+    c.actor_lr = 3e-4
+    c.critic_lr = 3e-4
+    c.grad_clip = 0.0            # TD3+BC does not clip gradients
+    return c
+
+
+@dataclasses.dataclass(frozen=True)
+class Hparams(common.ActorCriticHparams):
+    NAME = "MA-TD3+BC"
+    COEF_NAMES = ("alpha", "rho", "gamma")
+
+    alpha: float
+
+    def checks(self):
+        return super().checks() + [(self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}")]
+
+
+def make_coef(hp: Hparams, **overrides) -> Dict[str, Array]:
+    return common.make_coef(hp, **overrides)
+
+
+def init(key: Array, config, num_agents: int, obs_dim: int, act_dim: int) -> State:
+    hp = config if isinstance(config, Hparams) else Hparams.from_config(
+        config, num_agents, obs_dim, act_dim)
+    return common.init_actor_critic(key, hp)
+
+
+def actor_loss(hp: Hparams, coef, actor_params, critic_params, batch, key: Array):
+    """-lambda E Q_1(o, pi(o)) + E mean_d (pi(o) - a)^2, lambda = alpha / sg(E|Q_1|)."""
+    del key
+    pi = hp.actor_module.apply(actor_params, batch["obs"])
+    q = common.q1_of(hp, critic_params, batch["obs"], pi)
+    lmbda = coef["alpha"] / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)) + 1e-6)
+    bc = jnp.mean(jnp.square(pi - batch["actions"]))
+    return -lmbda * jnp.mean(q) + bc, {"actor_q": jnp.mean(q), "actor_bc": bc,
+                                       "actor_lambda": lmbda}
+
+
+def agent_update(hp, coef, params, batch, key, step):
+    return common.actor_critic_agent_update(hp, coef, params, batch, key, step, actor_loss)
+
+
+def update(state: State, batch: Dict[str, Array], key: Array):
+    """One update of all agents (vmapped). batch: [A, B, ...] arrays (contract)."""
+    return common.update_agents(state, batch, key, agent_update, common.AC_FIELDS)
+
+
+def act(state: State, obs: Array, key: Array = None) -> Array:
+    """Deterministic actions: obs [..., A, obs_dim] -> [..., A, act_dim] in [-1, 1]."""
+    return common.deterministic_act(state, obs, key)
+
+
+def train_steps(state: State, arrays, key: Array, num_updates: int, sample_fn=None):
+    return common.make_train_steps(update, num_updates, sample_fn)(state, arrays, key)
+
+
+train_steps_jit = jax.jit(train_steps, static_argnames=("num_updates", "sample_fn"))
+
+
+def make_train_steps(num_updates: int, sample_fn=None):
+    return common.make_train_steps(update, num_updates, sample_fn)
