@@ -48,15 +48,20 @@ REFERENCE_SEED = 20231126     # fixed key of the reference-return rollouts
 MIN_REFERENCE_EPISODES = 100
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("env", "mpe_spread", "Environment name.")
-flags.DEFINE_enum("quality", "expert", QUALITIES, "Dataset quality.")
-flags.DEFINE_string("out", None, "Output dataset directory (written atomically).")
-flags.DEFINE_integer("num_samples", 1_000_000, "Transitions (rounded up to whole episodes).")
-flags.DEFINE_integer("seed", 0, "Generation seed.")
-flags.DEFINE_string("env_kwargs", "{}", "JSON dict of env overrides.")
-flags.DEFINE_float("sigma", DEFAULT_SIGMA, "Gaussian action-noise std for medium/expert.")
-flags.DEFINE_bool("overwrite", False, "Replace an existing dataset at --out.")
-flags.DEFINE_string("assets_dir", None, "Directory of shipped policies (default dom2_jax/assets).")
+
+
+def _define_flags():
+    """CLI flags, defined only when run as a script: importing ``generate`` (e.g. from
+    ``experiments.train``) must not clash with the importer's own flags."""
+    flags.DEFINE_string("env", "mpe_spread", "Environment name.")
+    flags.DEFINE_enum("quality", "expert", QUALITIES, "Dataset quality.")
+    flags.DEFINE_string("out", None, "Output dataset directory (written atomically).")
+    flags.DEFINE_integer("num_samples", 1_000_000, "Transitions (rounded up to whole episodes).")
+    flags.DEFINE_integer("seed", 0, "Generation seed.")
+    flags.DEFINE_string("env_kwargs", "{}", "JSON dict of env overrides.")
+    flags.DEFINE_float("sigma", DEFAULT_SIGMA, "Gaussian action-noise std for medium/expert.")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing dataset at --out.")
+    flags.DEFINE_string("assets_dir", None, "Directory of shipped policies (default dom2_jax/assets).")
 
 
 def _git_commit() -> Optional[str]:
@@ -277,4 +282,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -69,6 +69,11 @@ config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, _config_help(), lock_
 flags.DEFINE_bool("show_config", False, "Print the resolved config and exit (no compile).")
 
 
+def _say(msg: str) -> None:
+    """Progress messages go to stderr unconditionally (absl INFO is silenced: orbax is chatty)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
 def config_module(algo: str):
     return importlib.import_module(f"experiments.configs.{algo}")
 
@@ -118,7 +123,7 @@ def get_dataset(path, env_name, quality, config, generate_missing, seed):
             raise SystemExit(f"dataset {path!r} does not exist and --quality is not set, so it "
                              "cannot be generated.")
         from experiments import generate_dataset
-        logging.info("generating %s (%d transitions)", path, config.dataset_size)
+        _say(f"generating {path} ({config.dataset_size} transitions)")
         ds = generate_dataset.generate(env_name, quality, int(config.dataset_size), seed,
                                        env_kwargs=dict(config.env_kwargs))
         data.save(ds, path)
@@ -200,10 +205,9 @@ def run(argv_flags=FLAGS):
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
         mesh = Mesh(np.array(jax.devices()), ("seed",))
         carry = jax.device_put(carry, NamedSharding(mesh, PartitionSpec("seed")))
-        logging.info("sharding %d seeds over %d devices", f.num_seeds, n_dev)
+        _say(f"sharding {f.num_seeds} seeds over {n_dev} devices")
     elif n_dev > 1:
-        logging.warning("%d seeds do not divide over %d devices: using one device",
-                        f.num_seeds, n_dev)
+        _say(f"warning: {f.num_seeds} seeds do not divide over {n_dev} devices: one device")
 
     ckpt = Checkpointer(os.path.join(f.workdir, "checkpoints"), int(config.keep_checkpoints))
     log = reporting.MetricsLog.load(os.path.join(f.workdir, "metrics.csv"))
@@ -212,7 +216,7 @@ def run(argv_flags=FLAGS):
         carry = ckpt.restore(carry)
         start = int(np.asarray(carry.chunk)[0])
         log.truncate(start * int(config.eval_every))
-        logging.info("resumed from chunk %d (%d updates)", start, start * config.eval_every)
+        _say(f"resumed from chunk {start} ({start * config.eval_every} updates)")
     else:
         log.rows = []
 
@@ -299,6 +303,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from dom2_jax.data import DatasetError
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
     try:
         run()
     except (ValueError, DatasetError) as e:  # bad config / dataset: one clear line, no trace

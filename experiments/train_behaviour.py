@@ -32,7 +32,9 @@ flags.DEFINE_string("out", None, "Output directory (default: dom2_jax/assets).")
 flags.DEFINE_float("medium_fraction", 0.5,
                    "Medium target as a normalised score: random + f * (expert - random).")
 flags.DEFINE_integer("eval_every", 1, "Evaluate / snapshot every this many chunks.")
-flags.DEFINE_integer("final_eval_episodes", 1000, "Episodes for the reported returns (>= 100).")
+flags.DEFINE_integer("final_eval_episodes", None,
+                     "Episodes for the reported returns (default 1000 for MPE, 100 for "
+                     "HalfCheetah's 1000-step episodes).")
 flags.DEFINE_string("log_json", None, "Also write the training curve to this JSON file.")
 config_flags.DEFINE_config_file("config", None, "TD3 config file (default: per-env defaults).",
                                 lock_config=False)
@@ -59,8 +61,9 @@ def main(argv):
     snaps = behaviour.run_training(td3, FLAGS.seed, n_chunks, eval_every=FLAGS.eval_every,
                                    log=log)
     train_s = time.time() - t0
+    final_eps = FLAGS.final_eval_episodes or (1000 if td3.env.episode_length <= 100 else 100)
     sel = behaviour.select_policies(td3, snaps, FLAGS.seed, medium_fraction=FLAGS.medium_fraction,
-                                    final_eval_episodes=FLAGS.final_eval_episodes, log=log)
+                                    final_eval_episodes=final_eps, log=log)
     out = FLAGS.out or policies.ASSETS_DIR
     cfg = td3_lib.config_to_dict(config)
     common = dict(env=FLAGS.env, env_kwargs=env_kwargs, hidden_dims=list(config.hidden_dims),

@@ -18,8 +18,9 @@ def assets(tmp_path_factory):
     c = td3_lib.default_config("mpe_spread")
     from dom2_jax.online.behaviour import make_td3
     td3 = make_td3("mpe_spread", c)
+    init_actor = jax.jit(td3.init_actor)
     for i, q in enumerate(("expert", "medium")):
-        flat = td3_lib.flatten_params(jax.device_get(td3.init_actor(jax.random.PRNGKey(i))))
+        flat = td3_lib.flatten_params(jax.device_get(init_actor(jax.random.PRNGKey(i))))
         policies.save_policy(policies.policy_path("mpe_spread", q, d), flat, dict(
             env="mpe_spread", env_kwargs={}, quality=q, hidden_dims=list(c.hidden_dims),
             params_sha256=policies.params_digest(flat), env_steps=0, score=0.0, seed=i))

@@ -28,8 +28,7 @@ class MissingPolicyError(FileNotFoundError):
 
 
 def train_command(env_name: str) -> str:
-    steps = {"mpe_spread": 1_000_000, "mpe_tag": 1_000_000, "mpe_world": 1_000_000,
-             "mamujoco_halfcheetah_2x3": 1_000_000}.get(env_name, 1_000_000)
+    steps = 1_000_000 if env_name.startswith("mamujoco") else 2_000_000
     return (f"python -m experiments.train_behaviour --env={env_name} --steps={steps} --seed=0")
 
 
@@ -46,6 +45,7 @@ def _atomic_write(path: str, write_fn) -> None:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
