@@ -53,15 +53,15 @@ def test_bc_recovers_behaviour_mean():
               "rewards": jnp.zeros((n, 1)), "next_obs": jnp.asarray(obs),
               "dones": jnp.ones((n, 1))}
     test_obs = rng.uniform(-0.9, 0.9, (500, 1, 2)).astype(np.float32)
-    state = bc.init(jax.random.PRNGKey(0),
-                    config(bc, actor_hidden=(32, 32), batch_size=128, actor_lr=3e-3), 1, 2, 2)
+    cfg = config(bc, actor_hidden=(32, 32), batch_size=128, actor_lr=3e-3)
 
     @jax.jit
-    def run(state, key):
-        state, m = bc.train_steps(state, arrays, key, 1500)
+    def run(key):  # init inside the program: eager init would compile every op on its own
+        k_init, k_train = jax.random.split(key)
+        state, m = bc.train_steps(bc.init(k_init, cfg, 1, 2, 2), arrays, k_train, 1500)
         return bc.act(state, jnp.asarray(test_obs)), m
 
-    pred, m = run(state, jax.random.PRNGKey(1))
+    pred, m = run(jax.random.PRNGKey(1))
     check_finite(m)
     err = np.abs(np.asarray(pred) - mean(test_obs))
     assert err.mean() < 0.04, err.mean()   # behaviour noise is 0.15: it learned the mean
@@ -80,9 +80,7 @@ def test_cql_lowers_q_of_unseen_actions_relative_to_data():
     nxt = (0.9 * obs + 0.1 * rng.standard_normal(obs.shape)).astype(np.float32)
     arrays = {"obs": jnp.asarray(obs), "actions": jnp.asarray(act), "rewards": jnp.asarray(rew),
               "next_obs": jnp.asarray(nxt), "dones": jnp.zeros((n, a_n))}
-    s0 = macql.init(jax.random.PRNGKey(0), config(macql, zeta=5.0, gamma=0.5, **TINY_AC),
-                    a_n, od, ad)
-    states = stack_states([s0, s0.replace(coef=macql.make_coef(s0.hp, zeta=0.0))])
+    cfg = config(macql, zeta=5.0, gamma=0.5, **TINY_AC)
     eval_obs = jnp.moveaxis(jnp.asarray(obs[:500]), 1, 0)                 # [A, M, od]
     data_a = jnp.moveaxis(jnp.asarray(act[:500]), 1, 0)
     ood_a = jax.random.uniform(jax.random.PRNGKey(3), data_a.shape, minval=-1.0, maxval=1.0)
@@ -93,7 +91,13 @@ def test_cql_lowers_q_of_unseen_actions_relative_to_data():
             state.critic, eval_obs, a)
         return jnp.mean(q(data_a)) - jnp.mean(q(ood_a)), m
 
-    gaps, m = jax.jit(jax.vmap(one, in_axes=(0, None)))(states, jax.random.PRNGKey(1))
+    @jax.jit
+    def run(key):
+        s0 = macql.init(jax.random.PRNGKey(0), cfg, a_n, od, ad)
+        states = stack_states([s0, s0.replace(coef=macql.make_coef(s0.hp, zeta=0.0))])
+        return jax.vmap(one, in_axes=(0, None))(states, key)
+
+    gaps, m = run(jax.random.PRNGKey(1))
     check_finite(m)
     gap_cql, gap_plain = np.asarray(gaps)
     assert gap_cql > 0.5, gaps                  # unseen actions valued below data actions
@@ -141,20 +145,23 @@ def test_td3bc_moves_toward_higher_q_but_stays_near_data():
     rng = np.random.default_rng(0)
     a = np.clip(0.1 * rng.standard_normal((3000, 1)), -1, 1)
     arrays = bandit(a, 10.0 + a[:, 0])
-    s0 = matd3bc.init(jax.random.PRNGKey(0), config(matd3bc, **TINY_AC), 1, 1, 1)
-    states = stack_states([s0, s0.replace(coef=matd3bc.make_coef(s0.hp, alpha=0.0))])
+    cfg = config(matd3bc, **TINY_AC)
 
     def one(state, key):
         state, m = matd3bc.train_steps(state, arrays, key, 1500)
         return matd3bc.act(state, jnp.ones((1, 1, 1)))[0, 0, 0], m
 
-    pis, m = jax.jit(jax.vmap(one, in_axes=(0, None)))(states, jax.random.PRNGKey(1))
+    @jax.jit
+    def run(key):
+        s0 = matd3bc.init(jax.random.PRNGKey(0), cfg, 1, 1, 1)
+        states = stack_states([s0, s0.replace(coef=matd3bc.make_coef(s0.hp, alpha=0.0))])
+        return jax.vmap(one, in_axes=(0, None))(states, key)
+
+    pis, m = run(jax.random.PRNGKey(1))
     check_finite(m)
     pi_td3bc, pi_bc = np.asarray(pis)
     assert abs(pi_bc) < 0.05, pis
     assert 0.05 < pi_td3bc < 0.35, pis
-    # delayed actor: the actor's parameters change only on every second update
-    assert s0.hp.policy_delay == 2
 
 
 # ----------------------------------------------------------------------------- MA-SfBC
@@ -172,18 +179,17 @@ def test_sfbc_selection_picks_highest_q_mode():
     cfg = config(masfbc, noise_hidden=(64, 32), critic_hidden=(32, 32), value_hidden=(32, 32),
                  batch_size=128, behavior_lr=1e-3, critic_lr=3e-3, value_lr=3e-3,
                  num_candidates=16, num_solver_steps=5)
-    state = masfbc.init(jax.random.PRNGKey(0), cfg, 1, 1, 1)
     obs = jnp.ones((1000, 1, 1))
 
     @jax.jit
-    def run(state, key):
-        k1, k2, k3 = jax.random.split(key, 3)
-        state, m = masfbc.train_steps(state, arrays, k1, 1500)
+    def run(key):
+        k0, k1, k2, k3 = jax.random.split(key, 4)
+        state, m = masfbc.train_steps(masfbc.init(k0, cfg, 1, 1, 1), arrays, k1, 1500)
         behaviour = masfbc.sample_candidates(state.hp, jax.tree.map(lambda x: x[0], state.behavior),
                                              obs[:, 0], k2, 1)[:, 0, 0]
         return masfbc.act(state, obs, k3)[:, 0, 0], behaviour, m
 
-    acts, behaviour, m = run(state, jax.random.PRNGKey(1))
+    acts, behaviour, m = run(jax.random.PRNGKey(1))
     check_finite(m)
     frac = lambda x: np.bincount(np.argmin(np.abs(np.asarray(x)[:, None] - MODES), -1),
                                  minlength=3) / len(x)
@@ -213,10 +219,11 @@ def test_contract_shapes_and_trainer(algo, tiny_spread):
     env = envs.make("mpe_spread")
     a_n, od, ad = env.num_agents, env.obs_dim, env.act_dim
     key = jax.random.PRNGKey(0)
-    state = module.init(key, cfg.agent, a_n, od, ad)
+    state = jax.eval_shape(lambda k: module.init(k, cfg.agent, a_n, od, ad), key)
     for leaf in jax.tree.leaves({k: v for k, v in vars(state).items()
                                  if k not in ("step", "coef", "hp")}):
         assert leaf.shape[0] == a_n                      # agents stacked on axis 0
+    assert state.step.shape == () and all(v.shape == () for v in state.coef.values())
     b = 16
     batch = {"obs": jnp.zeros((a_n, b, od)), "actions": jnp.zeros((a_n, b, ad)),
              "rewards": jnp.zeros((a_n, b)), "next_obs": jnp.zeros((a_n, b, od)),

@@ -76,3 +76,36 @@ def test_missing_policy_names_the_training_command(tmp_path):
     with pytest.raises(policies.MissingPolicyError, match="train_behaviour"):
         gen.generate("mpe_tag", "medium-replay", 500, seed=0, assets_dir=str(tmp_path),
                      log=lambda s: None)
+
+
+@pytest.mark.slow
+def test_medium_replay_regenerates_the_training_buffer(tmp_path):
+    """Tiny TD3 run recorded like train_behaviour does; medium-replay regenerates exactly the
+    transitions of its first 2 chunks and verifies the medium actor bit-for-bit."""
+    from dom2_jax.online import behaviour
+    d = str(tmp_path)
+    c = td3_lib.default_config("mpe_spread")
+    c.update(dict(hidden_dims=(16, 16), num_envs=4, iters_per_chunk=25, buffer_size=400,
+                  start_steps=100, learning_starts=100, batch_size=32, eval_episodes=10))
+    td3 = behaviour.make_td3("mpe_spread", c)
+    snaps = behaviour.run_training(td3, seed=1, num_chunks=2, log=lambda s: None)
+    flat = snaps[1]["flat_params"]
+    sha = policies.params_digest(flat)
+    meta = dict(env="mpe_spread", env_kwargs={}, quality="medium", hidden_dims=[16, 16],
+                params_sha256=sha, env_steps=200, score=snaps[1]["score"], seed=1)
+    policies.save_policy(policies.policy_path("mpe_spread", "medium", d), flat, meta)
+    policies.update_returns("mpe_spread", {
+        "medium": {"chunk": 2, "params_sha256": sha},
+        "training": {"seed": 1, "env_kwargs": {}, "td3_config": td3_lib.config_to_dict(c)}}, d)
+    ds = gen.generate("mpe_spread", "medium-replay", 10 ** 6, seed=0, assets_dir=d,
+                      log=lambda s: None)
+    assert ds.num_transitions == 200 and ds.num_episodes == 8
+    cfg = ds.meta["generator"]["config"]
+    assert cfg["replay_verified"] and cfg["replay_episodes_available"] == 8
+    np.testing.assert_allclose(ds.episode_returns,
+                               ds.rewards.reshape(8, 25, 3).sum(1).mean(1), rtol=1e-5)
+    np.testing.assert_array_equal(ds.next_obs[:24], ds.obs[1:25])
+    assert np.abs(ds.actions[:100]).max() <= 1.0  # warm-up: uniform actions
+    small = gen.generate("mpe_spread", "medium-replay", 100, seed=0, assets_dir=d,
+                         log=lambda s: None)   # the most recent 4 episodes
+    np.testing.assert_array_equal(small.obs, ds.obs[100:])
