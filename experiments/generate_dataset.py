@@ -61,7 +61,8 @@ def _define_flags():
     flags.DEFINE_string("env_kwargs", "{}", "JSON dict of env overrides.")
     flags.DEFINE_float("sigma", DEFAULT_SIGMA, "Gaussian action-noise std for medium/expert.")
     flags.DEFINE_bool("overwrite", False, "Replace an existing dataset at --out.")
-    flags.DEFINE_string("assets_dir", None, "Directory of shipped policies (default dom2_jax/assets).")
+    flags.DEFINE_string("assets_dir", None,
+                        "Directory of shipped policies (default dom2_jax/assets).")
 
 
 def _git_commit() -> Optional[str]:

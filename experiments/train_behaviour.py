@@ -15,7 +15,6 @@ Config: --config=experiments/configs/td3_mpe.py (or td3_halfcheetah.py), --confi
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 import time

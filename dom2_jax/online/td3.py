@@ -39,7 +39,6 @@ import functools
 from typing import Any, Dict, Optional, Tuple
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -120,7 +119,8 @@ class TD3State:
     critic_targ: Any
     actor_opt: Any
     critic_opt: Any
-    buffer: Dict[str, Array]  # obs/next_obs [cap, A, obs_dim], actions [cap, A, act], rewards [cap, A]
+    buffer: Dict[str, Array]  # obs/next_obs [cap, A, obs_dim], actions [cap, A, act],
+    #                           rewards [cap, A]
     buf_ptr: Array            # next write index (int32)
     buf_size: Array           # stored transitions (int32)
     env_state: Any            # [E, ...]
