@@ -188,14 +188,19 @@ def select(q: Array, key: Array, selection: str, temperature) -> Array:
     return jax.random.categorical(key, z / temperature, axis=-1)
 
 
+def select_candidates(cand: Array, q: Array, key: Array, selection: str, temperature) -> Array:
+    """Chosen action per row: cand [..., K, d], q [..., K] -> [..., d]."""
+    i = select(q, key, selection, temperature)
+    return jnp.take_along_axis(cand, i[..., None, None], axis=-2)[..., 0, :]
+
+
 def agent_act(hp: Hparams, coef, behavior_params, critic_params, obs: Array, key: Array):
     """One agent: obs [M, obs_dim] -> [M, act_dim], critic-weighted choice among K samples."""
     k_s, k_c = jax.random.split(key)
     cand = sample_candidates(hp, behavior_params, obs, k_s, hp.num_candidates)  # [M, K, d]
     obs_k = jnp.broadcast_to(obs[:, None], cand.shape[:-1] + obs.shape[-1:])
     q = jnp.min(hp.critic_module.apply(critic_params, obs_k, cand), axis=0)      # [M, K]
-    i = select(q, k_c, hp.selection, coef["temperature"])
-    return jnp.take_along_axis(cand, i[:, None, None], axis=1)[:, 0]
+    return select_candidates(cand, q, k_c, hp.selection, coef["temperature"])
 
 
 def act(state: SfBCState, obs: Array, key: Array) -> Array:
