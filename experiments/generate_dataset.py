@@ -75,8 +75,13 @@ def _git_commit() -> Optional[str]:
         return None
 
 
-def _block_episodes(episode_length: int) -> int:
-    return 1000 if episode_length <= 100 else 100
+def _block_episodes(episode_length: int, num_episodes: Optional[int] = None) -> int:
+    """Episodes per rollout call: 1000 for MPE (cheap; one program for every size), 100 for
+    long episodes (HalfCheetah), fewer if fewer are needed (tiny HC datasets; one more
+    compile instead of up to 99 wasted 1000-step episodes)."""
+    if episode_length <= 100:
+        return 1000
+    return 100 if num_episodes is None else max(1, min(100, int(num_episodes)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -210,7 +215,6 @@ def generate(env_name: str, quality: str, num_samples: int, seed: int,
                 f"generating with {env_kwargs}")
     td3 = _td3(env_name, kw_json, hidden)
     T = td3.env.episode_length
-    block = _block_episodes(T)
     n_eps = max(1, math.ceil(int(num_samples) / T))
     base = jax.random.PRNGKey(int(seed))
 
@@ -230,7 +234,8 @@ def generate(env_name: str, quality: str, num_samples: int, seed: int,
         else:
             params = (td3.policy_params(None, uniform=True) if src == "random"
                       else td3.policy_params(pol[src][0], sigma))
-            ep = _rollout_episodes(td3, params, jax.random.fold_in(base, p), n, block)
+            ep = _rollout_episodes(td3, params, jax.random.fold_in(base, p), n,
+                                   _block_episodes(T, n))
         log(f"{src}: {ep['obs'].shape[0]} episodes, score {ep['score'].mean():.2f} "
             f"+- {ep['score'].std():.2f} ({time.time() - t0:.1f} s)")
         episodes.append(ep)
@@ -247,8 +252,9 @@ def generate(env_name: str, quality: str, num_samples: int, seed: int,
         command=command or (f"generate({env_name!r}, {quality!r}, {int(num_samples)}, "
                             f"{int(seed)}, env_kwargs={env_kwargs!r}, sigma={sigma})"),
         config=dict(num_samples_requested=int(num_samples), seed=int(seed), sigma=float(sigma),
-                    parts=[[s, int(n)] for s, n in parts], block_episodes=block,
-                    reference_episodes=max(MIN_REFERENCE_EPISODES, block),
+                    parts=[[s, int(n)] for s, n in parts],
+                    block_episodes=[_block_episodes(T, n) for _, n in parts],
+                    reference_episodes=max(MIN_REFERENCE_EPISODES, _block_episodes(T)),
                     reference_seed=REFERENCE_SEED, hidden_dims=list(hidden), **extra),
         policies={q: dict(file=os.path.basename(policies.policy_path(env_name, q, assets_dir)),
                           params_sha256=d, env_steps=m.get("env_steps"),
