@@ -88,7 +88,7 @@ def test_cql_lowers_q_of_unseen_actions_relative_to_data():
     nxt = (0.9 * obs + 0.1 * rng.standard_normal(obs.shape)).astype(np.float32)
     arrays = {"obs": jnp.asarray(obs), "actions": jnp.asarray(act), "rewards": jnp.asarray(rew),
               "next_obs": jnp.asarray(nxt), "dones": jnp.zeros((n, a_n))}
-    cfg = config(macql, zeta=5.0, gamma=0.5, **TINY_AC)
+    cfg = config(macql, zeta=5.0, gamma=0.5, **dict(TINY_AC, batch_size=64))
     eval_obs = jnp.moveaxis(jnp.asarray(obs[:500]), 1, 0)                 # [A, M, od]
     data_a = jnp.moveaxis(jnp.asarray(act[:500]), 1, 0)
     ood_a = jax.random.uniform(jax.random.PRNGKey(3), data_a.shape, minval=-1.0, maxval=1.0)
@@ -133,7 +133,8 @@ def test_omar_searches_find_argmax_of_concave_q():
         c_big, _ = omar.cem_search(q_fn, mu0, 2.0, ks[3], 64, 8, 4)
         rnd = jnp.clip(2.0 * jax.random.normal(ks[4], (b, 10, 2)), -1, 1)  # one round only
         r_best = jnp.take_along_axis(rnd, jnp.argmax(q_fn(rnd), -1)[:, None, None], 1)[:, 0]
-        consistent = jnp.max(jnp.abs(gq - q_fn(g[:, None])[:, 0]) + jnp.abs(cq - q_fn(c[:, None])[:, 0]))
+        q_at = lambda a: q_fn(a[:, None])[:, 0]
+        consistent = jnp.max(jnp.abs(gq - q_at(g)) + jnp.abs(cq - q_at(c)))
         return [err(x) for x in (g, c, g_big, c_big, r_best)] + [consistent]
 
     e_g, e_c, e_gb, e_cb, e_rand, consistent = (float(x) for x in run(jax.random.PRNGKey(1)))
@@ -141,7 +142,7 @@ def test_omar_searches_find_argmax_of_concave_q():
     assert e_g < 0.6 * e_rand and e_c < 0.6 * e_rand, (e_g, e_c, e_rand)
     # larger budgets: CEM converges; OMAR's Gaussian refit keeps sigma near the samples' spread
     # (it is not elite-weighted), so its best sample stays ~ sigma / sqrt(samples) away
-    assert e_cb < 0.03 and e_gb < 0.1, (e_gb, e_cb)
+    assert e_cb < 0.03 and e_gb < 0.12, (e_gb, e_cb)
 
 
 # ----------------------------------------------------------------------------- MA-TD3+BC
@@ -152,7 +153,7 @@ def test_td3bc_moves_toward_higher_q_but_stays_near_data():
     rng = np.random.default_rng(0)
     a = np.clip(0.1 * rng.standard_normal((3000, 1)), -1, 1)
     arrays = bandit(a, 10.0 + a[:, 0])
-    cfg = config(matd3bc, **TINY_AC)
+    cfg = config(matd3bc, **dict(TINY_AC, batch_size=64))
 
     def one(state, key):
         state, m = matd3bc.train_steps(state, arrays, key, 1000)
@@ -256,7 +257,8 @@ def test_contract_shapes_and_trainer(algo, tiny_spread):
     new, metrics = jax.eval_shape(module.update, state, batch, key)
     assert jax.tree.structure(new) == jax.tree.structure(state)
     assert all(v.shape == (a_n,) for v in metrics.values())
-    assert jax.eval_shape(module.act, state, jnp.zeros((4, 5, a_n, od)), key).shape == (4, 5, a_n, ad)
+    acts = jax.eval_shape(module.act, state, jnp.zeros((4, 5, a_n, od)), key)
+    assert acts.shape == (4, 5, a_n, ad)
     with pytest.raises(ValueError, match="act expects obs"):
         module.act(state, jnp.zeros((4, a_n + 1, od)), key)
     with pytest.raises(ValueError, match="batch\\['obs'\\] has shape"):

@@ -95,7 +95,8 @@ class Hparams(common.HparamsBase):
     def checks(self):
         return super().checks() + [
             (0.0 < self.expectile < 1.0, f"expectile must be in (0, 1), got {self.expectile}"),
-            (self.solver_order in (1, 2, 3), f"solver_order must be 1, 2 or 3, got {self.solver_order}"),
+            (self.solver_order in (1, 2, 3),
+             f"solver_order must be 1, 2 or 3, got {self.solver_order}"),
             (self.num_solver_steps >= 1, "num_solver_steps must be >= 1"),
             (self.solver_grid in diffusion.solvers.GRIDS,
              f"solver_grid must be one of {diffusion.solvers.GRIDS}"),
