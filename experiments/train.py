@@ -3,9 +3,9 @@ r"""Train an offline MARL algorithm on a dataset, K seeds vmapped in one compile
   python -m experiments.train --algo=dom2 --env=mpe_spread --quality=expert \
       --preset=quick --generate_missing --num_seeds=2 --workdir=runs/spread_quick
 
-Writes into --workdir: config.json (resolved), metrics.csv, learning_curve.png,
-results.json, checkpoints/ (orbax; the newest complete one is resumed by re-running the same
-command). Config fields: --config=experiments/configs/<algo>.py (default for --algo) and
+Writes into --workdir: config.json (resolved), metrics.csv, tb/ (TensorBoard event files,
+--tensorboard), learning_curve.png, results.json, checkpoints/ (orbax; the newest complete
+one is resumed by re-running the same command). Config fields: --config=experiments/configs/<algo>.py (default for --algo) and
 --config.<field>=value overrides; --helpfull lists every field with its value.
 """
 from __future__ import annotations
@@ -40,6 +40,8 @@ flags.DEFINE_enum("shift", None, ["speed", "R", "E"],
 flags.DEFINE_enum("preset", None, ["smoke", "quick"],
                   "smoke: seconds, for checks; quick: minutes on 2 CPU cores and it learns.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_bool("tensorboard", True, "Also write the metrics as TensorBoard scalars to "
+                  "WORKDIR/tb (tags eval/score/seed<i>, eval/score/mean, train/<metric>).")
 flags.DEFINE_string("compilation_cache", os.path.expanduser("~/.cache/dom2_jax/xla"),
                     "JAX persistent compilation cache directory ('' disables). Re-running or "
                     "resuming the same config then skips most of the XLA compile time.")
@@ -219,6 +221,9 @@ def run(argv_flags=FLAGS):
         _say(f"resumed from chunk {start} ({start * config.eval_every} updates)")
     else:
         log.rows = []
+    tb = (reporting.TensorBoardLog(os.path.join(f.workdir, "tb"),
+                                   purge_step=start * int(config.eval_every) + 1 if start else None)
+          if f.tensorboard else None)
 
     k = int(config.eval_every)
     t0 = time.time()
@@ -245,6 +250,8 @@ def run(argv_flags=FLAGS):
             if "shift_score_mean" in ev:
                 row[f"shift_eval/seed{i}"] = float(ev["shift_score_mean"][i])
         log.append(row)
+        if tb is not None:
+            tb.write(row)
         ckpt.save(c + 1, carry)
         reporting.plot_learning_curve(log.rows, os.path.join(f.workdir, "learning_curve.png"),
                                       f"{f.algo} on {f.env} ({f.quality or path})", f.num_seeds,
@@ -253,6 +260,8 @@ def run(argv_flags=FLAGS):
         bar.set_postfix(eval=f"{mean_eval:.1f}", critic=f"{row.get('critic_loss', np.nan):.3g}")
         bar.update(k)
     bar.close()
+    if tb is not None:
+        tb.close()
     wall = time.time() - t0
 
     # Results: final and best evaluations per seed.

@@ -1,10 +1,12 @@
-"""Run outputs: metrics CSV, learning-curve PNG, results.json, resolved config."""
+"""Run outputs: metrics CSV, TensorBoard scalars, learning-curve PNG, results.json, config."""
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 import platform
+import struct
 import tempfile
 from typing import Dict, List
 
@@ -74,6 +76,87 @@ class MetricsLog:
         for r in self.rows:
             w.writerow(r)
         atomic_write_text(self.path, buf.getvalue())
+
+
+def tensorboard_tag(column: str) -> str:
+    """metrics.csv column -> TensorBoard tag: ``eval/seed3`` -> ``eval/score/seed3``,
+    ``shift_eval/seed0`` -> ``shift_eval/score/seed0``, ``wall_s`` -> ``time/wall_s``, any other
+    (seed-mean training metric, e.g. ``critic_loss``) -> ``train/critic_loss``."""
+    for prefix in ("eval/", "shift_eval/"):
+        if column.startswith(prefix + "seed"):
+            return f"{prefix}score/{column[len(prefix):]}"
+    if column == "wall_s":
+        return "time/wall_s"
+    return f"train/{column}"
+
+
+class TensorBoardLog:
+    """TensorBoard event file under ``logdir`` (``<workdir>/tb``), one scalar per metrics row
+    column (tags from ``tensorboard_tag``) plus ``eval/score/mean`` (mean over seeds).
+
+    A resumed run opens a new event file in the same directory with ``purge_step`` = the first
+    step it will log, so TensorBoard hides any point the interrupted run logged at or after it
+    (no duplicated or zig-zag curves). Needs ``tensorboardX`` (an install requirement).
+    """
+
+    def __init__(self, logdir: str, purge_step: int | None = None):
+        from tensorboardX import SummaryWriter
+        os.makedirs(logdir, exist_ok=True)
+        self.logdir = logdir
+        self.writer = SummaryWriter(logdir, purge_step=purge_step, flush_secs=30)
+
+    def write(self, row: Dict) -> None:
+        step = int(row["step"])
+        for k, v in row.items():
+            if k != "step" and v is not None and np.isfinite(v):
+                self.writer.add_scalar(tensorboard_tag(k), float(v), step)
+        seeds = [v for k, v in row.items() if k.startswith("eval/seed")]
+        if seeds:
+            self.writer.add_scalar("eval/score/mean", float(np.mean(seeds)), step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def read_tensorboard_scalars(logdir: str) -> Dict[str, List]:
+    """Every scalar in the event files under ``logdir`` as ``{tag: [(step, value), ...]}`` (files
+    in name order, i.e. creation time; points purged by a resumed writer's ``purge_step`` are
+    dropped, as TensorBoard shows them). A small TFRecord reader (length, masked CRC32C of the
+    length, payload, CRC of the payload) over tensorboardX's ``Event`` proto, so no TensorFlow or
+    tensorboard is needed; a CRC mismatch raises ValueError."""
+    from tensorboardX.crc32c import crc32c
+    from tensorboardX.proto import event_pb2
+
+    def masked(data):
+        x = crc32c(data)
+        return (((x >> 15) | (x << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    out: Dict[str, List] = {}
+    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+        with open(path, "rb") as f:
+            buf = f.read()
+        pos = 0
+        while pos + 12 <= len(buf):
+            header = buf[pos:pos + 8]
+            (n,) = struct.unpack("<Q", header)
+            (hcrc,) = struct.unpack("<I", buf[pos + 8:pos + 12])
+            payload = buf[pos + 12:pos + 12 + n]
+            if len(payload) < n or pos + 16 + n > len(buf):
+                break  # a record still being written
+            (pcrc,) = struct.unpack("<I", buf[pos + 12 + n:pos + 16 + n])
+            if masked(header) != hcrc or masked(payload) != pcrc:
+                raise ValueError(f"{path}: corrupt record at byte {pos}")
+            pos += 16 + n
+            ev = event_pb2.Event.FromString(payload)
+            if ev.HasField("session_log") and ev.session_log.status == ev.session_log.START:
+                # a resumed writer's purge_step: hide earlier points at or after it, as
+                # TensorBoard does
+                out = {t: [p for p in pts if p[0] < ev.step] for t, pts in out.items()}
+            for v in ev.summary.value:
+                if v.HasField("simple_value"):
+                    out.setdefault(v.tag, []).append((int(ev.step), float(v.simple_value)))
+    return out
 
 
 def plot_learning_curve(rows: List[Dict], path: str, title: str, num_seeds: int,
