@@ -1,0 +1,460 @@
+r"""Tables and plots from a tree of runs (a sweep's root, or any directory of workdirs).
+
+  python -m experiments.report --root=runs/sweep [--out=DIR] [--metric=normalised|score]
+
+Walks ROOT for run workdirs (results.json; config.json without results.json = unfinished),
+groups runs by (env, quality, algorithm, DOM2 ablation, data fraction), pools the per-seed final
+evaluations of every run in a group (all vmapped seeds of all base seeds) and writes to OUT
+(default ROOT):
+
+  report.md    Table 1/3 layout (rows task x quality, columns algorithms): mean +- std over
+               seeds of the final score, and of each seed's best evaluation; a Fig. 5 table
+               (data fractions x algorithms) when several fractions are present; a Fig. 6 table
+               (DOM2 ablations) when ablations are present; unfinished/unreadable runs.
+  report.json  the same numbers (per group: seeds, mean, std, per-seed values, workdirs).
+  bars_<env>.png               final score per quality and algorithm, error bars = std.
+  curves_<env>_<quality>.png   evaluation score against updates from each run's metrics.csv,
+                               mean over seeds with a +-std band, one line per variant.
+
+std is the population standard deviation over seeds (numpy's default, as train.py's
+``final_score_std_over_seeds``). ``--metric=normalised`` uses 100 (score - random) / (expert -
+random) with each run's dataset reference returns; runs without them show "n/a".
+Needs no JAX (reads files only).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from typing import Dict, List, Optional
+
+from absl import app, flags
+
+ENVS = ("mpe_spread", "mpe_tag", "mpe_world", "mamujoco_halfcheetah_2x3")
+QUALITIES = ("random", "random-medium", "medium-replay", "medium", "medium-expert", "expert")
+ALGO_ORDER = ("bc", "matd3bc", "macql", "omar", "masfbc", "dom2")  # the paper puts DOM2 last
+ALGO_LABELS = {"bc": "BC", "matd3bc": "MA-TD3+BC", "macql": "MA-CQL", "omar": "OMAR",
+               "masfbc": "MA-SfBC", "dom2": "DOM2"}
+ABLATION_ORDER = ("full", "no_q", "no_bc", "mlp_noise", "no_aug")
+ABLATION_LABELS = {"full": "DOM2", "no_q": "w/o policy improvement (eta=0)",
+                   "no_bc": "w/o diffusion loss", "mlp_noise": "MLP noise net",
+                   "no_aug": "w/o augmentation"}
+METRICS = ("normalised", "score")
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+    """CLI flags, defined only when run as a script (the module stays importable next to
+    the other launchers, whose flag names overlap)."""
+    flags.DEFINE_string("root", "runs/sweep", "Directory tree holding run workdirs.")
+    flags.DEFINE_string("out", None, "Output directory (default: --root).")
+    flags.DEFINE_enum("metric", "normalised", list(METRICS),
+                      "normalised: 100 (score - random) / (expert - random); score: raw return.")
+
+
+# ---------------------------------------------------------------------------- reading runs
+
+def ablation_of(algo: str, config: Dict) -> Optional[str]:
+    """DOM2's Fig. 6 ablation read off a run's resolved config ("full" when none; several are
+    joined with '+'); None for other algorithms."""
+    if algo != "dom2":
+        return None
+    agent = config.get("agent", {})
+    names = []
+    if agent.get("eta", 1.0) == 0:
+        names.append("no_q")
+    if agent.get("use_bc_loss", True) is False:
+        names.append("no_bc")
+    if agent.get("noise_net", "residual") == "mlp":
+        names.append("mlp_noise")
+    if config.get("augment", True) is False:
+        names.append("no_aug")
+    return "+".join(names) or "full"
+
+
+def normalise(score, refs) -> Optional[float]:
+    if score is None or not refs or refs.get("random") is None or refs.get("expert") is None:
+        return None
+    if refs["expert"] == refs["random"]:
+        return None
+    return 100.0 * (score - refs["random"]) / (refs["expert"] - refs["random"])
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_metrics_csv(path: str) -> List[Dict[str, float]]:
+    rows = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for r in csv.DictReader(f):
+                rows.append({k: float(v) if v not in ("", None) else math.nan
+                             for k, v in r.items()})
+    return rows
+
+
+def collect(root: str) -> List[Dict]:
+    """One record per workdir under ``root`` (a directory with results.json or config.json)."""
+    records = []
+    for d, dirs, files in os.walk(root):
+        dirs[:] = sorted(x for x in dirs if x != "checkpoints" and x != "tb")
+        if "results.json" not in files and "config.json" not in files:
+            continue
+        rec = {"workdir": d, "status": "done", "seeds": []}
+        try:
+            if "results.json" in files:
+                res = _read_json(os.path.join(d, "results.json"))
+                rec.update(env=res["env"], quality=res.get("quality"), algo=res["algo"],
+                           config=res.get("config", {}), refs=res.get("reference_returns") or {},
+                           num_seeds=res.get("num_seeds"), shift=res.get("shift"))
+                for s in res["seeds"]:
+                    rec["seeds"].append({
+                        "final_score": s["final_score_mean"],
+                        "best_score": s.get("best_eval_score"),
+                        "final_normalised": s.get("final_normalized_score",
+                                                  normalise(s["final_score_mean"], rec["refs"])),
+                        "best_normalised": normalise(s.get("best_eval_score"), rec["refs"])})
+                if len(rec["seeds"]) != rec["num_seeds"] or not rec["seeds"]:
+                    rec["status"] = "incomplete results.json"
+            else:
+                cfg = _read_json(os.path.join(d, "config.json"))
+                rec.update(env=cfg["env"], quality=cfg.get("quality"), algo=cfg["algo"],
+                           config=cfg.get("config", {}), refs={}, num_seeds=cfg.get("num_seeds"),
+                           shift=cfg.get("shift"))
+                rows = read_metrics_csv(os.path.join(d, "metrics.csv"))
+                done = int(rows[-1]["step"]) if rows else 0
+                rec["status"] = (f"unfinished ({done} of {rec['config'].get('num_updates', '?')}"
+                                 " updates)")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            rec.update(status=f"unreadable ({type(e).__name__}: {e})", env=None, quality=None,
+                       algo=None, config={}, refs={})
+        rec["ablation"] = ablation_of(rec["algo"], rec["config"]) if rec.get("algo") else None
+        rec["fraction"] = float(rec["config"].get("data_fraction", 1.0))
+        rec["quality"] = rec.get("quality") or "?"
+        records.append(rec)
+    return records
+
+
+# ------------------------------------------------------------------------------ aggregating
+
+def _mean_std(values):
+    vals = [v for v in values if v is not None]
+    if not vals or len(vals) < len(values):
+        return None, None
+    m = sum(vals) / len(vals)
+    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / len(vals))
+
+
+def group_key(rec):
+    return (rec["env"], rec["quality"], rec["algo"], rec["ablation"], rec["fraction"])
+
+
+def aggregate(records: List[Dict], metric: str) -> List[Dict]:
+    """Per (env, quality, algo, ablation, fraction): pooled per-seed values over finished runs."""
+    field = "normalised" if metric == "normalised" else "score"
+    groups: Dict[tuple, Dict] = {}
+    for rec in records:
+        if rec["status"] != "done":
+            continue
+        g = groups.setdefault(group_key(rec), {
+            "env": rec["env"], "quality": rec["quality"], "algo": rec["algo"],
+            "ablation": rec["ablation"], "fraction": rec["fraction"], "workdirs": [],
+            "final": [], "best": []})
+        g["workdirs"].append(rec["workdir"])
+        g["final"] += [s[f"final_{field}"] for s in rec["seeds"]]
+        g["best"] += [s[f"best_{field}"] for s in rec["seeds"]]
+    out = []
+    for key in sorted(groups, key=_sort_key):
+        g = groups[key]
+        g["num_seeds"] = len(g["final"])
+        g["num_runs"] = len(g["workdirs"])
+        g["final_mean"], g["final_std"] = _mean_std(g["final"])
+        g["best_mean"], g["best_std"] = _mean_std(g["best"])
+        out.append(g)
+    return out
+
+
+def _index(seq, x):
+    return seq.index(x) if x in seq else len(seq)
+
+
+def _sort_key(key):
+    env, q, algo, abl, frac = key
+    return (_index(ENVS, env), str(env), _index(QUALITIES, q), str(q),
+            _index(ALGO_ORDER, algo), str(algo), _index(ABLATION_ORDER, abl or "full"),
+            str(abl), -frac)
+
+
+# -------------------------------------------------------------------------------- tables
+
+def _cell(g):
+    if g is None:
+        return "–"
+    if g["final_mean"] is None:
+        return f"n/a ({g['num_seeds']} seeds)"
+    return f"{g['final_mean']:.1f} ± {g['final_std']:.1f} ({g['num_seeds']})"
+
+
+def _best_cell(g):
+    if g is None:
+        return "–"
+    if g["best_mean"] is None:
+        return "n/a"
+    return f"{g['best_mean']:.1f} ± {g['best_std']:.1f} ({g['num_seeds']})"
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _bold_best(cells, groups):
+    means = [g["final_mean"] if g and g["final_mean"] is not None else None for g in groups]
+    valid = [m for m in means if m is not None]
+    if len(valid) > 1:
+        best = max(valid)
+        cells = [f"**{c}**" if m == best else c for c, m in zip(cells, means)]
+    return cells
+
+
+def tables(groups: List[Dict], metric: str) -> Dict[str, str]:
+    """Markdown tables: main (final), main_best, fractions, ablations (the last two may be
+    absent)."""
+    by = {(g["env"], g["quality"], g["algo"], g["ablation"], g["fraction"]): g for g in groups}
+    tasks = []
+    for g in groups:
+        if (g["env"], g["quality"]) not in tasks:
+            tasks.append((g["env"], g["quality"]))
+    main = [g for g in groups if g["ablation"] in (None, "full")]
+    algos = sorted({g["algo"] for g in main}, key=lambda a: (_index(ALGO_ORDER, a), a))
+    full = lambda a: "full" if a == "dom2" else None
+    out = {}
+    header = ["task", "quality"] + [ALGO_LABELS.get(a, a) for a in algos]
+    for name, fn in (("main", _cell), ("main_best", _best_cell)):
+        rows = []
+        for env, q in tasks:
+            gs = [by.get((env, q, a, full(a), 1.0)) for a in algos]
+            if all(x is None for x in gs):
+                continue
+            cells = [fn(x) for x in gs]
+            rows.append([env, q] + (_bold_best(cells, gs) if name == "main" else cells))
+        if rows and algos:
+            out[name] = _table(header, rows)
+    fractions = sorted({g["fraction"] for g in main}, reverse=True)
+    if len(fractions) > 1:
+        rows = []
+        for env, q in tasks:
+            for f in fractions:
+                gs = [by.get((env, q, a, full(a), f)) for a in algos]
+                if any(x is not None for x in gs):
+                    rows.append([env, q, f"{f:g}"] + [_cell(x) for x in gs])
+        out["fractions"] = _table(["task", "quality", "data fraction"] + header[2:], rows)
+    abls = sorted({g["ablation"] for g in groups if g["algo"] == "dom2"},
+                  key=lambda a: (_index(ABLATION_ORDER, a), a))
+    if any(a != "full" for a in abls):
+        rows = []
+        fr = sorted({g["fraction"] for g in groups if g["algo"] == "dom2"}, reverse=True)
+        for env, q in tasks:
+            for f in fr:
+                gs = [by.get((env, q, "dom2", a, f)) for a in abls]
+                if any(x is not None for x in gs):
+                    rows.append([env, q] + ([f"{f:g}"] if len(fr) > 1 else [])
+                                + _bold_best([_cell(x) for x in gs], gs))
+        out["ablations"] = _table(["task", "quality"] + (["data fraction"] if len(fr) > 1 else [])
+                                  + [ABLATION_LABELS.get(a, a) for a in abls], rows)
+    return out
+
+
+def variant_label(g) -> str:
+    name = ALGO_LABELS.get(g["algo"], g["algo"])
+    if g["ablation"] not in (None, "full"):
+        name += f" {g['ablation']}"
+    if g["fraction"] != 1.0:
+        name += f" frac {g['fraction']:g}"
+    return name
+
+
+def markdown(groups, records, metric, figures, root=".") -> str:
+    what = ("normalised score (100 = dataset expert, 0 = random)" if metric == "normalised"
+            else "episode score (raw return)")
+    t = tables(groups, metric)
+    md = [f"# Results\n",
+          f"Metric: **{what}**; cells are mean ± std over seeds of each seed's final "
+          "evaluation, with the number of seeds in brackets (std: population, over seeds). "
+          "Bold: best mean in the row. –: no finished run.\n"]
+    if "main" in t:
+        md += ["## Final performance (Table 1/3 layout)\n", t["main"], "",
+               "## Best evaluation during training (mean ± std over seeds of each seed's best)\n",
+               t["main_best"], ""]
+    if "fractions" in t:
+        md += ["## Data fractions (Fig. 5)\n", t["fractions"], ""]
+    if "ablations" in t:
+        md += ["## DOM2 ablations (Fig. 6)\n", t["ablations"], ""]
+    if not groups:
+        md += ["No finished runs.\n"]
+    other = [r for r in records if r["status"] != "done"]
+    if other:
+        md += ["## Unfinished or unreadable runs\n",
+               _table(["workdir", "status"],
+                      [[os.path.relpath(r["workdir"], root), r["status"]] for r in other]), ""]
+    if figures:
+        md += ["## Figures\n"] + [f"![{os.path.splitext(p)[0]}]({p})" for p in figures] + [""]
+    md += ["## Runs per group\n",
+           _table(["task", "quality", "variant", "seeds", "runs"],
+                  [[g["env"], g["quality"], variant_label(g), str(g["num_seeds"]),
+                    str(g["num_runs"])] for g in groups]), ""]
+    return "\n".join(md) + "\n"
+
+
+# -------------------------------------------------------------------------------- figures
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+
+
+def bar_charts(groups, metric, out) -> List[str]:
+    plt = _plt()
+    files = []
+    main = [g for g in groups if g["ablation"] in (None, "full") and g["fraction"] == 1.0
+            and g["final_mean"] is not None]
+    for env in sorted({g["env"] for g in main}, key=lambda e: (_index(ENVS, e), e)):
+        gs = [g for g in main if g["env"] == env]
+        qs = sorted({g["quality"] for g in gs}, key=lambda q: (_index(QUALITIES, q), q))
+        algos = sorted({g["algo"] for g in gs}, key=lambda a: (_index(ALGO_ORDER, a), a))
+        width = 0.8 / len(algos)
+        fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(qs) + 2), 3.8))
+        for j, a in enumerate(algos):
+            xs, ms, ss = [], [], []
+            for i, q in enumerate(qs):
+                g = next((x for x in gs if x["quality"] == q and x["algo"] == a), None)
+                if g is not None:
+                    xs.append(i - 0.4 + width * (j + 0.5))
+                    ms.append(g["final_mean"])
+                    ss.append(g["final_std"])
+            ax.bar(xs, ms, width, yerr=ss, capsize=3, label=ALGO_LABELS.get(a, a),
+                   color=f"C{j}")
+        ax.set_xticks(range(len(qs)))
+        ax.set_xticklabels(qs)
+        ax.set_ylabel("normalised score" if metric == "normalised" else "episode score")
+        ax.set_title(f"{env}: final score, mean ± std over seeds", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        name = f"bars_{env}.png"
+        _save(fig, os.path.join(out, name))
+        files.append(name)
+    return files
+
+
+def _run_curves(rec, metric):
+    """(steps, [num_seeds, T] values) of a finished run's metrics.csv eval columns."""
+    rows = read_metrics_csv(os.path.join(rec["workdir"], "metrics.csv"))
+    cols = [k for k in (rows[0] if rows else {}) if k.startswith("eval/seed")]
+    if not cols:
+        return None
+    steps = [int(r["step"]) for r in rows]
+    vals = []
+    for c in cols:
+        v = [r.get(c, math.nan) for r in rows]
+        if metric == "normalised":
+            v = [normalise(x, rec["refs"]) for x in v]
+            if any(x is None for x in v):
+                return None
+        vals.append(v)
+    return steps, vals
+
+
+def learning_curves(records, metric, out) -> List[str]:
+    import numpy as np
+    plt = _plt()
+    files = []
+    done = [r for r in records if r["status"] == "done"]
+    tasks = sorted({(r["env"], r["quality"]) for r in done},
+                   key=lambda t: (_index(ENVS, t[0]), t[0], _index(QUALITIES, t[1]), t[1]))
+    for env, q in tasks:
+        variants: Dict[tuple, List] = {}
+        for r in done:
+            if (r["env"], r["quality"]) == (env, q):
+                c = _run_curves(r, metric)
+                if c is not None:
+                    variants.setdefault(group_key(r), []).append(c)
+        if not variants:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for j, key in enumerate(sorted(variants, key=_sort_key)):
+            curves = variants[key]
+            steps = sorted(set.intersection(*[set(s) for s, _ in curves]))
+            if not steps:
+                continue
+            seeds = np.array([[dict(zip(s, row))[t] for t in steps]
+                              for s, v in curves for row in v], float)
+            m, sd = np.nanmean(seeds, 0), np.nanstd(seeds, 0)
+            label = variant_label(dict(zip(("env", "quality", "algo", "ablation", "fraction"),
+                                           key)))
+            ax.plot(steps, m, color=f"C{j % 10}", lw=2, label=f"{label} ({len(seeds)})")
+            ax.fill_between(steps, m - sd, m + sd, color=f"C{j % 10}", alpha=0.2)
+        ax.set_xlabel("updates")
+        ax.set_ylabel("normalised score" if metric == "normalised" else "episode score")
+        ax.set_title(f"{env} {q}: evaluation, mean ± std over seeds", fontsize=10)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        name = f"curves_{env}_{q}.png"
+        _save(fig, os.path.join(out, name))
+        files.append(name)
+    return files
+
+
+# ---------------------------------------------------------------------------------- main
+
+def make_report(root: str, out: Optional[str] = None, metric: str = "normalised") -> Dict:
+    """Writes report.md, report.json and the PNGs into ``out`` (default ``root``); returns the
+    report.json content."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"--root {root!r} is not a directory")
+    out = out or root
+    os.makedirs(out, exist_ok=True)
+    records = collect(root)
+    groups = aggregate(records, metric)
+    figures = bar_charts(groups, metric, out) + learning_curves(records, metric, out)
+    from dom2_jax.training.reporting import atomic_write_text, write_json
+    atomic_write_text(os.path.join(out, "report.md"), markdown(groups, records, metric, figures, root))
+    rep = {"root": os.path.abspath(root), "metric": metric, "groups": groups,
+           "runs": [{k: r.get(k) for k in ("workdir", "status", "env", "quality", "algo",
+                                           "ablation", "fraction")} for r in records],
+           "figures": figures}
+    write_json(os.path.join(out, "report.json"), rep)
+    return rep
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        rep = make_report(FLAGS.root, FLAGS.out, FLAGS.metric)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+    out = FLAGS.out or FLAGS.root
+    n_done = sum(r["status"] == "done" for r in rep["runs"])
+    print(f"{n_done} finished run(s) of {len(rep['runs'])} in {len(rep['groups'])} group(s); "
+          f"wrote {os.path.join(out, 'report.md')}, report.json and {len(rep['figures'])} "
+          "figure(s)")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

@@ -1,0 +1,178 @@
+"""experiments.sweep (run list, naming, skip/resume, failures) and experiments.report (tables,
+JSON, figures), plus the launcher's TensorBoard event files. One real smoke run (BC: the
+cheapest compile); everything else uses the dry run or hand-written results."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dom2_jax.training.reporting import read_tensorboard_scalars
+from experiments import report, sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _sweep(args, timeout=600):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "experiments.sweep"] + args,
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+def test_run_list_and_naming():
+    runs = sweep.make_runs(["dom2", "bc"], ["mpe_spread"], ["expert"], ["0", "1"], 1,
+                           ["1.0", "0.5"], ["full", "no_q"])
+    names = [r.relpath() for r in runs]
+    assert len(names) == 2 * 2 * 2 + 2 * 2  # dom2: ablations x fractions x seeds; bc: no ablation
+    assert names[:3] == ["mpe_spread/expert/dom2/seed0", "mpe_spread/expert/dom2/seed1",
+                         "mpe_spread/expert/dom2-frac0.5/seed0"]
+    assert "mpe_spread/expert/dom2-no_q-frac0.5/seed1" in names
+    assert names[-1] == "mpe_spread/expert/bc-frac0.5/seed1"
+    r = runs[names.index("mpe_spread/expert/dom2-no_q-frac0.5/seed1")]
+    args = r.args("W", preset="smoke", extra=["--shift=speed"])
+    assert args[:6] == ["--algo=dom2", "--env=mpe_spread", "--quality=expert", "--seed=1",
+                        "--num_seeds=1", "--workdir=W"]
+    assert "--config.agent.eta=0.0" in args and "--config.data_fraction=0.5" in args
+    assert args[-1] == "--shift=speed" and "--preset=smoke" in args
+    # vmapped seeds are part of the name; 'full' is plain dom2; every ablation maps to a field
+    r = sweep.make_runs(["dom2"], ["mpe_tag"], ["medium"], ["3"], 4)[0]
+    assert r.relpath() == "mpe_tag/medium/dom2/seed3-n4"
+    from experiments.train import resolve_config
+    for name, over in sweep.ABLATIONS.items():
+        c, _ = resolve_config("dom2", "mpe_spread", "expert", "smoke", over)
+        assert report.ablation_of("dom2", c.to_dict()) == name
+    with pytest.raises(Exception, match="unknown ablations"):
+        sweep.make_runs(["dom2"], ["mpe_spread"], ["expert"], ["0"], ablations=["nope"])
+
+
+def test_dry_run_cli(tmp_path):
+    r = _sweep(["--algos=dom2,bc", "--qualities=medium", "--seeds=0", "--ablations=full,no_bc",
+                f"--root={tmp_path}", "--dry_run", "--extra=--config.num_updates=10"])
+    assert r.returncode == 0, r.stderr
+    lines = [l for l in r.stdout.splitlines() if l.startswith("[")]
+    assert [l.split()[0] for l in lines] == ["[1/3]", "[2/3]", "[3/3]"]
+    assert lines[1].split()[1:] == ["new", str(tmp_path / "mpe_spread/medium/dom2-no_bc/seed0")]
+    assert "--config.agent.use_bc_loss=False --config.num_updates=10" in r.stdout
+    assert not os.listdir(tmp_path)  # a dry run writes nothing
+
+
+def test_real_sweep_tensorboard_skip_resume_failure_and_report(tmp_path,
+                                                               spread_random_dataset_dir):
+    data_root = tmp_path / "data"
+    os.makedirs(data_root / "mpe_spread")
+    # the smoke preset's dataset size (2000) names the directory the launcher looks for
+    os.symlink(spread_random_dataset_dir, data_root / "mpe_spread" / "random-n2000")
+    root = tmp_path / "sweep"
+    base = ["--algos=bc", "--envs=mpe_spread", "--seeds=0", "--num_seeds=2", "--preset=smoke",
+            f"--root={root}", f"--data_root={data_root}",
+            f"--extra=--compilation_cache={tmp_path / 'cache'}"]
+    # 'expert' has no dataset (and no --generate_missing): that run fails, the sweep goes on.
+    r = _sweep(base + ["--qualities=expert,random"])
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "1 run(s) failed" in r.stdout and "mpe_spread/expert/bc/seed0-n2" in r.stdout
+    wd = root / "mpe_spread" / "random" / "bc" / "seed0-n2"
+    status = {e["workdir"]: e["status"] for e in json.load(open(root / "sweep.json"))["runs"]}
+    assert status == {str(root / "mpe_spread/expert/bc/seed0-n2"): "failed", str(wd): "done"}
+    assert "does not exist" in (root / "mpe_spread/expert/bc/seed0-n2/sweep.log").read_text()
+
+    # TensorBoard: per-seed eval scores and training metrics, equal to metrics.csv
+    rows = list(csv.DictReader(open(wd / "metrics.csv")))
+    tb = read_tensorboard_scalars(str(wd / "tb"))
+    for i in range(2):
+        assert tb[f"eval/score/seed{i}"] == [
+            (int(float(r["step"])), pytest.approx(float(r[f"eval/seed{i}"]))) for r in rows]
+    assert [s for s, _ in tb["train/actor_loss"]] == [2, 4]
+
+    # Re-running skips the finished run and launches nothing.
+    r = _sweep(base + ["--qualities=random"])
+    assert r.returncode == 0 and "done, skipped" in r.stdout, r.stdout + r.stderr
+
+    # An interrupted run (no results, last checkpoint lost) is resumed; TensorBoard then shows
+    # each step once (the new event file purges what the old one logged after the checkpoint).
+    os.remove(wd / "results.json")
+    shutil.rmtree(wd / "checkpoints" / "2")
+    r = _sweep(base + ["--qualities=random"])
+    assert r.returncode == 0 and "resuming" in r.stdout, r.stdout + r.stderr
+    assert "resumed from chunk 1" in (wd / "sweep.log").read_text()
+    assert len(os.listdir(wd / "tb")) == 2
+    tb = read_tensorboard_scalars(str(wd / "tb"))
+    assert [s for s, _ in tb["eval/score/seed0"]] == [2, 4]
+
+    # The report on these outputs.
+    rep = report.make_report(str(root), str(tmp_path / "rep"), "score")
+    (g,) = rep["groups"]
+    res = json.load(open(wd / "results.json"))
+    assert g["num_seeds"] == 2 and g["final_mean"] == pytest.approx(
+        res["final_score_mean_over_seeds"])
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| task | quality | BC |" in md
+    assert f"| mpe_spread | random | {g['final_mean']:.1f} ± {g['final_std']:.1f} (2) |" in md
+    for png in ("bars_mpe_spread.png", "curves_mpe_spread_random.png"):
+        assert (tmp_path / "rep" / png).stat().st_size > 1000, png
+
+
+def _fake_run(root, rel, algo, scores, refs=None, agent=None, fraction=1.0, augment=True,
+              curve_steps=(50, 100)):
+    d = root / rel
+    os.makedirs(d)
+    config = {"agent": dict(agent or {}), "data_fraction": fraction, "augment": augment,
+              "num_updates": curve_steps[-1]}
+    refs = refs or {"random": 10.0, "expert": 110.0}
+    seeds = [{"seed_index": i, "final_score_mean": s, "final_score_std": 1.0,
+              "best_eval_score": s + 1.0} for i, s in enumerate(scores)]
+    json.dump({"algo": algo, "env": "mpe_spread", "quality": "expert", "num_seeds": len(scores),
+               "config": config, "reference_returns": refs, "seeds": seeds},
+              open(d / "results.json", "w"))
+    with open(d / "metrics.csv", "w") as f:
+        f.write("step," + ",".join(f"eval/seed{i}" for i in range(len(scores))) + "\n")
+        for j, st in enumerate(curve_steps):
+            f.write(f"{st}," + ",".join(str(s * (j + 1) / len(curve_steps)) for s in scores)
+                    + "\n")
+
+
+def test_report_on_hand_written_results(tmp_path):
+    root = tmp_path / "runs"
+    # DOM2: two runs (one with 2 vmapped seeds) pool to three seeds
+    _fake_run(root, "mpe_spread/expert/dom2/seed0-n2", "dom2", [10.0, 20.0])
+    _fake_run(root, "mpe_spread/expert/dom2/seed1", "dom2", [40.0])
+    _fake_run(root, "mpe_spread/expert/bc/seed0", "bc", [5.0, 7.0])
+    _fake_run(root, "mpe_spread/expert/dom2-no_q/seed0", "dom2", [3.0], agent={"eta": 0.0})
+    _fake_run(root, "mpe_spread/expert/dom2-frac0.5/seed0", "dom2", [8.0], fraction=0.5)
+    # an unfinished run and an unreadable one are listed, not aggregated
+    os.makedirs(root / "mpe_spread/expert/bc/seed1")
+    json.dump({"algo": "bc", "env": "mpe_spread", "quality": "expert", "num_seeds": 1,
+               "config": {"num_updates": 100}},
+              open(root / "mpe_spread/expert/bc/seed1/config.json", "w"))
+    (root / "mpe_spread/expert/bc/seed1/metrics.csv").write_text("step,eval/seed0\n50,1.0\n")
+    os.makedirs(root / "broken")
+    (root / "broken/results.json").write_text("{")
+
+    rep = report.make_report(str(root), metric="score")
+    g = {(x["algo"], x["ablation"], x["fraction"]): x for x in rep["groups"]}
+    dom2 = np.array([10.0, 20.0, 40.0])
+    assert g["dom2", "full", 1.0]["num_seeds"] == 3 and g["dom2", "full", 1.0]["num_runs"] == 2
+    assert g["dom2", "full", 1.0]["final_mean"] == pytest.approx(dom2.mean())
+    assert g["dom2", "full", 1.0]["final_std"] == pytest.approx(dom2.std())
+    assert g["dom2", "full", 1.0]["best_mean"] == pytest.approx(dom2.mean() + 1)
+    assert g["bc", None, 1.0]["final_std"] == pytest.approx(1.0)
+    assert set(g) == {("dom2", "full", 1.0), ("dom2", "no_q", 1.0), ("dom2", "full", 0.5),
+                      ("bc", None, 1.0)}
+    md = (root / "report.md").read_text()
+    assert "| task | quality | BC | DOM2 |" in md
+    assert "| mpe_spread | expert | 6.0 ± 1.0 (2) | **23.3 ± 12.5 (3)** |" in md
+    assert "| mpe_spread | expert | 1 | 6.0 ± 1.0 (2) | 23.3 ± 12.5 (3) |" in md  # Fig. 5 rows
+    assert "Data fractions (Fig. 5)" in md and "DOM2 ablations (Fig. 6)" in md
+    assert "| mpe_spread | expert | 0.5 | – | 8.0 ± 0.0 (1) |" in md
+    assert "unfinished (50 of 100 updates)" in md and "unreadable" in md
+    assert {"bars_mpe_spread.png", "curves_mpe_spread_expert.png"} <= set(os.listdir(root))
+
+    # normalised: 100 (s - 10) / (110 - 10) = s - 10 here
+    rep = report.make_report(str(root), str(tmp_path / "norm"), "normalised")
+    g = {(x["algo"], x["ablation"], x["fraction"]): x for x in rep["groups"]}
+    assert g["dom2", "full", 1.0]["final_mean"] == pytest.approx(dom2.mean() - 10)
+    assert g["dom2", "full", 1.0]["final_std"] == pytest.approx(dom2.std())
+    assert json.load(open(tmp_path / "norm" / "report.json"))["metric"] == "normalised"
