@@ -36,7 +36,8 @@ torch on CUDA when available, and seeds-scale every setting. Without it the file
 ``throughput.{json,md,png}``. The script runs unchanged on a GPU; if torch is not installed
 the torch part is skipped with a message (install it with ``pip install -e .[bench]``).
 --quick: tiny networks and batch for a test (files ``throughput_quick*``).
---from_json=PATH: rewrite the .md and .png of a saved result without measuring.
+--from_json=PATH: re-derive the figures of a saved result from its raw call times and rewrite
+its .json/.md/.png without measuring.
 
 Outputs under benchmarks/results/: throughput[_<device>].json / .md / .png.
 """
@@ -97,8 +98,39 @@ RESULT_KEYS = ("benchmark", "command", "quick", "system", "load_before", "load_a
 
 # ----------------------------------------------------------------------------- helpers
 def _median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
+    import statistics
+    return statistics.median(xs)
+
+
+def derive(res):
+    """(Re)derives every per-update figure of a result from its raw call times (``call_s``:
+    the median call / updates per call), so a saved JSON can be re-summarised (--from_json)."""
+    peak = res["matmul_peak"]["gflops"]
+    accel = res["system"]["jax_backend"] != "cpu"
+    for name, r in res["settings"].items():
+        for part in ("jax", "torch"):
+            p = r.get(part)
+            if p and p.get("call_s"):
+                p["ms_per_update"] = 1e3 * _median(p["call_s"]) / p["updates_per_call"]
+                p["updates_per_s"] = 1e3 / p["ms_per_update"]
+        flops = r["flops_per_update"]
+        r["gflops_per_s"] = flops * r["jax"]["updates_per_s"] / 1e9
+        r["peak_share"] = r["gflops_per_s"] / peak
+        if r.get("torch"):
+            r["ratio"] = r["jax"]["updates_per_s"] / r["torch"]["updates_per_s"]
+            r["torch_gflops_per_s"] = flops * r["torch"]["updates_per_s"] / 1e9
+        r["anchor_comparison"] = anchor_comparison(name, r, accel)
+    for row in res["seeds"]:
+        r = res["settings"][row["setting"]]
+        if row.get("call_s"):
+            row["ms_per_update"] = 1e3 * _median(row["call_s"]) / row["updates_per_call"]
+        elif row["seeds"] == 1:
+            row["ms_per_update"] = r["jax"]["ms_per_update"]
+        row["updates_per_s_per_seed"] = 1e3 / row["ms_per_update"]
+        row["seed_updates_per_s"] = row["seeds"] * 1e3 / row["ms_per_update"]
+        row["gflops_per_s"] = r["flops_per_update"] * row["seed_updates_per_s"] / 1e9
+    res["timing_statistic"] = "median of call_s (statistics.median) / updates per call"
+    return res
 
 
 def cpu_model() -> str:
@@ -452,9 +484,12 @@ def run(opts: Options = None, argv_flags=None):
     opts = opts or Options()
     if opts.from_json:
         import json
+        from dom2_jax.training.reporting import write_json
         with open(opts.from_json) as f:
             res = json.load(f)
         base = opts.from_json[:-len(".json")]
+        derive(res)
+        write_json(base + ".json", res)
         write_md(base + ".md", res)
         write_png(base + ".png", res)
         return res
@@ -584,6 +619,7 @@ def _run(opts, argv_flags):
            "load_after": [round(x, 2) for x in os.getloadavg()], "matmul_peak": peak,
            "settings": results, "seeds": seed_rows, "anchors": ANCHORS,
            "target_ratio": TARGET_RATIO, "torch_status": torch_status}
+    derive(res)
     dev = jax.devices()[0].device_kind.replace(" ", "_") if opts.device else None
     stem = "throughput" + ("_quick" if quick else "") + (f"_{dev}" if dev else "")
     os.makedirs(opts.out, exist_ok=True)

@@ -8,7 +8,7 @@ halfcheetah = 2 agents, obs 6 (obsk 0), act 3, N=10; both with batch 256, critic
 10 CQL actions and the paper's residual noise net. Reports compile time, ms per update
 (median over a ``lax.scan`` of --updates updates, several repeats) and updates/s; with
 --seeds=K the update is vmapped over K seeds in one program. The PyTorch comparison and the
-FLOP-roofline share belong to benchmarks/throughput (not yet written). --device only labels the
+FLOP-roofline share are in benchmarks/throughput. --device only labels the
 output file with the accelerator name (the same script runs on GPU unchanged).
 """
 from __future__ import annotations
