@@ -1,0 +1,120 @@
+"""benchmarks.solver_steps and benchmarks.env_speed end to end at tiny sizes."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from benchmarks import env_speed, solver_steps
+
+ROW_KEYS = {"solver", "num_steps", "grid", "network_calls", "return_mean", "return_std",
+            "return_stderr", "normalized_score", "latency_ms_median", "latency_ms_p90",
+            "throughput_joint_actions_per_s", "throughput_batch", "compile_s"}
+ACC_KEYS = {"solver", "num_steps", "network_calls", "sliced_w1", "mean_error", "cov_error",
+            "mode_weight_error", "gaussian_flow_max_error"}
+
+
+@pytest.fixture(scope="module")
+def solver_steps_run(tmp_path_factory, spread_random_dataset_dir):
+    """--quick: a smoke-preset DOM2 policy trained for 2 updates on the tiny random dataset."""
+    tmp = tmp_path_factory.mktemp("solver_steps")
+    out = str(tmp / "out")
+    train_dir = str(tmp / "train")
+    result = solver_steps.main(["--quick", f"--dataset={spread_random_dataset_dir}",
+                                f"--train_dir={train_dir}", f"--out={out}",
+                                "--solvers=dpm2,ddpm", "--accuracy_samples=128"])
+    return result, out, train_dir
+
+
+def test_solver_steps_quick_writes_documented_outputs(solver_steps_run):
+    result, out, _ = solver_steps_run
+    for ext in ("json", "md", "png"):
+        path = os.path.join(out, f"solver_steps.{ext}")
+        assert os.path.getsize(path) > 100, path
+    js = json.load(open(os.path.join(out, "solver_steps.json")))
+    for k in ("benchmark", "env", "device_kind", "device_label", "system", "command", "settings",
+              "policy", "note", "rows", "accuracy", "not_run"):
+        assert k in js, k
+    assert "TRAINED" in js["note"] and "swaps" in js["note"]
+    assert js["policy"]["trained_with"] == {"solver": "dpm1", "num_steps": 2, "grid": "logsnr"}
+    assert js["policy"]["num_updates_done"] == 2
+    rows = js["rows"]
+    assert [(r["solver"], r["num_steps"]) for r in rows] == [
+        (s, n) for s in ("dpm2", "ddpm") for n in (1, 2)]
+    for r in rows:
+        assert ROW_KEYS <= set(r), set(r) ^ ROW_KEYS
+        assert np.isfinite(r["return_mean"]) and r["latency_ms_median"] > 0
+        assert r["throughput_joint_actions_per_s"] > 0 and r["normalized_score"] is not None
+    assert [r["network_calls"] for r in rows if r["solver"] == "dpm2"] == [2, 4]
+    assert js["library_sampler_check"] is None  # skipped with --quick (see the dom2.act test)
+    acc = js["accuracy"]
+    assert acc["floor_sliced_w1"] > 0 and len(acc["rows"]) == len(rows)
+    for r in acc["rows"]:
+        assert ACC_KEYS <= set(r) and np.isfinite(r["sliced_w1"])
+        assert (r["gaussian_flow_max_error"] is None) == (r["solver"] == "ddpm")
+    md = open(os.path.join(out, "solver_steps.md")).read()
+    assert "TRAINED" in md and "| ddpm | 2 | 2 |" in md
+
+
+def test_policy_at_trained_setting_equals_dom2_act(solver_steps_run):
+    """The benchmark's sampler swap reproduces dom2.act exactly at the trained setting."""
+    from dom2_jax.algos import dom2
+    _, _, train_dir = solver_steps_run
+    state, env, info = solver_steps.load_policy(train_dir)
+    assert info["num_updates_done"] == 2
+    hp = state.hp
+    obs = jax.random.normal(jax.random.PRNGKey(3), (5, hp.num_agents, hp.obs_dim))
+    key = jax.random.PRNGKey(4)
+    pol = solver_steps.make_policy(hp, solver_steps.trained_solver(hp), hp.num_solver_steps)
+    np.testing.assert_allclose(pol(solver_steps.eval_params(state), obs, key),
+                               dom2.act(state, obs, key), rtol=1e-6, atol=1e-6)
+
+
+def test_solver_steps_halfcheetah_without_workdir_is_explicitly_not_run(tmp_path):
+    res = solver_steps.main(["--quick", "--env=mamujoco_halfcheetah_2x3", "--no_accuracy",
+                             f"--out={tmp_path}"])
+    assert res["rows"] == [] and res["not_run"][0]["reason"].startswith("not run here")
+    assert "not run here" in open(tmp_path / "solver_steps.md").read()
+
+
+def test_env_speed_quick_mpe(tmp_path):
+    res = env_speed.main(["--quick", "--which=mpe", f"--out={tmp_path}"])
+    for ext in ("json", "md", "png"):
+        assert os.path.getsize(tmp_path / f"env_speed.{ext}") > 100
+    js = json.load(open(tmp_path / "env_speed.json"))
+    assert js["mjx"] is None and js["not_run"]
+    rows = js["mpe"]["rows"]
+    assert [r["batch"] for r in rows] == [8, 32]
+    for r in rows:
+        assert r["jax_steps_per_s"] > 0 and r["reference_steps_per_s"] > 0 and r["speedup"] > 0
+    assert "| MPE spread | 32 |" in open(tmp_path / "env_speed.md").read()
+    assert res["device_label"] is None
+
+
+def test_dynamic_sampler_equals_library_sampler():
+    """The benchmark's traced-N loop reproduces diffusion.sample (the same steps and grid)."""
+    import jax.numpy as jnp
+    from dom2_jax import diffusion
+    sched = diffusion.VPSchedule()
+    # a well-conditioned target: with one or two huge steps on the narrow mixture, float32
+    # rounding alone (jit vs no jit of the library itself) moves samples by ~1e-3..1e-1
+    mus = jnp.asarray(solver_steps.MIXTURE["mus"])
+    eps_fn = solver_steps.mixture_eps(mus, 0.5, solver_steps.MIXTURE["weights"], sched)
+    x = jax.random.normal(jax.random.PRNGKey(0), (64, 2))
+    key = jax.random.PRNGKey(1)
+    for solver in diffusion.SOLVERS:
+        grid = "time_uniform" if solver == "ddpm" else "logsnr"
+        steps = (1,) if solver == "ddpm" else (2, 5)  # ddpm: its noise differs for N > 1
+
+        @jax.jit
+        def both(x, ns):  # one compile per solver: the traced-N loop and the library at each N
+            dyn = [solver_steps.dynamic_sample(solver, eps_fn, x, sched, ns[i], key=key,
+                                               grid=grid) for i in range(len(steps))]
+            lib = [diffusion.sample(solver, eps_fn, x, sched, n, key=key, grid=grid)
+                   for n in steps]
+            return dyn, lib
+
+        dyn, lib = both(x, jnp.asarray(steps, jnp.int32))
+        for n, d, r in zip(steps, dyn, lib):
+            np.testing.assert_allclose(d, r, rtol=1e-4, atol=1e-4, err_msg=f"{solver} N={n}")
