@@ -89,22 +89,11 @@ def agent_update(hp, coef, params, batch, key, step):
             {"actor_loss": loss, "actor_grad_norm": optax.tree.norm(grads)})
 
 
-def update(state: BCState, batch: Dict[str, Array], key: Array):
-    """One update of all agents (vmapped). batch: [A, B, ...] arrays (contract)."""
-    return common.update_agents(state, batch, key, agent_update, ("actor", "actor_opt"))
+update, train_steps, train_steps_jit, make_train_steps = common.learner_functions(
+    agent_update, ("actor", "actor_opt"))
 
 
 def act(state: BCState, obs: Array, key: Array = None) -> Array:
     """obs [..., A, obs_dim] -> actions [..., A, act_dim] in [-1, 1]."""
     return common.deterministic_act(state, obs, key)
 
-
-def train_steps(state: BCState, arrays, key: Array, num_updates: int, sample_fn=None):
-    return common.make_train_steps(update, num_updates, sample_fn)(state, arrays, key)
-
-
-train_steps_jit = jax.jit(train_steps, static_argnames=("num_updates", "sample_fn"))
-
-
-def make_train_steps(num_updates: int, sample_fn=None):
-    return common.make_train_steps(update, num_updates, sample_fn)

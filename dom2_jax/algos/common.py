@@ -13,7 +13,9 @@ This module holds what they share:
     ``td_target``: y = r + gamma (1 - done) min_k Qbar_k(o', a').
   * ``HparamsBase``: config -> validated frozen dataclass; ``make_coef``; ``make_optimizer``.
   * ``update_agents`` (batch check + vmap over agents), ``act_per_agent`` ([..., A, obs_dim]
-    -> per-agent vmap), ``make_train_steps`` (lax.scan over on-device minibatches).
+    -> per-agent vmap), ``make_train_steps`` (lax.scan over on-device minibatches), and
+    ``learner_functions`` that builds a module's ``update / train_steps / train_steps_jit /
+    make_train_steps`` from its per-agent update.
   * The TD3-style deterministic actor-critic learner used by MA-CQL, OMAR and MA-TD3+BC
     (``ActorCriticState``, ``init_actor_critic``, ``actor_critic_agent_update``,
     ``deterministic_act``); each of them only supplies its actor loss.
@@ -21,7 +23,7 @@ This module holds what they share:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Dict, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, NamedTuple, Sequence, Tuple
 
 import flax
 import jax
@@ -225,12 +227,74 @@ def make_train_steps(update: Callable, num_updates: int, sample_fn=None):
     return run
 
 
+def learner_functions(agent_update: Callable, fields: Sequence[str]):
+    """The batch-level API every learner module exposes, built from its per-agent update.
+
+    ``agent_update(hp, coef, params, batch, key, step) -> (new_params, metrics)`` acts on ONE
+    agent (``params``: this agent's slices of ``state.<field>`` for ``fields``). Returns
+    ``(update, train_steps, train_steps_jit, make_train_steps)``:
+      * ``update(state, batch, key) -> (state, metrics [A])``: all agents, vmapped (contract);
+      * ``train_steps(state, arrays, key, num_updates, sample_fn=None)``: ``num_updates``
+        updates as one ``lax.scan`` on minibatches drawn on device from ``arrays`` [N, A, ...];
+      * ``train_steps_jit``: the same jitted with ``num_updates`` / ``sample_fn`` static;
+      * ``make_train_steps(num_updates, sample_fn=None) -> run(state, arrays, key)`` (not jitted).
+    """
+    fields = tuple(fields)
+
+    def update(state, batch: Dict[str, Array], key: Array):
+        """One update of all agents (vmap over the agent axis). batch: [A, B, ...] arrays."""
+        return update_agents(state, batch, key, agent_update, fields)
+
+    def train_steps(state, arrays, key: Array, num_updates: int, sample_fn=None):
+        """``num_updates`` updates as one ``lax.scan`` on on-device minibatches."""
+        return make_train_steps(update, num_updates, sample_fn)(state, arrays, key)
+
+    def bound_train_steps(num_updates: int, sample_fn=None):
+        """``run(state, arrays, key)``: ``train_steps`` with ``num_updates`` bound (not jitted)."""
+        return make_train_steps(update, num_updates, sample_fn)
+
+    train_steps_jit = jax.jit(train_steps, static_argnames=("num_updates", "sample_fn"))
+    return update, train_steps, train_steps_jit, bound_train_steps
+
+
 def tree_select(flag: Array, new, old):
     """``new`` where the scalar bool ``flag`` holds, else ``old`` (leafwise)."""
     return jax.tree.map(lambda n, o: jnp.where(flag, n, o), new, old)
 
 
 # ----------------------------------------------------------------------------- TD3-style learner
+class DiffusionActorModules:
+    """Modules of the diffusion-policy learners (DOM2, MA-SfBC), rebuilt at trace time from the
+    static fields ``beta_min, beta_max, noise_net, act_dim, noise_hidden, critic_hidden``."""
+
+    @property
+    def schedule(self):
+        from dom2_jax import diffusion
+        return diffusion.VPSchedule(self.beta_min, self.beta_max)
+
+    @property
+    def noise_net_module(self):
+        from dom2_jax import diffusion
+        return diffusion.make_noise_net(self.noise_net, self.act_dim, self.noise_hidden)
+
+    @property
+    def critic_module(self):
+        return DoubleCritic(self.critic_hidden)
+
+    def diffusion_checks(self):
+        """Validity checks of the solver and noise-net fields, as (ok, message) pairs."""
+        from dom2_jax import diffusion
+        return [
+            (self.solver_order in (1, 2, 3), f"solver_order must be 1, 2 or 3, got {self.solver_order}"),
+            (self.num_solver_steps >= 1, f"num_solver_steps must be >= 1, got {self.num_solver_steps}"),
+            (self.solver_grid in diffusion.solvers.GRIDS,
+             f"solver_grid must be one of {diffusion.solvers.GRIDS}"),
+            (self.noise_net in diffusion.NOISE_NETS,
+             f"noise_net must be one of {diffusion.NOISE_NETS}"),
+            (0.0 < self.t_end < 1.0, f"t_end must be in (0, 1), got {self.t_end}"),
+        ]
+
+
 @dataclasses.dataclass(frozen=True)
 class ActorCriticHparams(HparamsBase):
     """Fields of the deterministic-actor / double-critic learners (MA-CQL, OMAR, MA-TD3+BC)."""
@@ -376,3 +440,40 @@ def q1_of(hp, critic_params, obs: Array, actions: Array) -> Array:
     if actions.ndim == obs.ndim + 1:
         obs = jnp.broadcast_to(obs[..., None, :], actions.shape[:-1] + obs.shape[-1:])
     return hp.critic_module.apply(critic_params, obs, actions)[0]
+
+
+class LearnerAPI(NamedTuple):
+    """The functions a learner module exposes (contract: init / update / act; plus helpers)."""
+
+    make_coef: Callable
+    init: Callable
+    agent_update: Callable
+    update: Callable
+    train_steps: Callable
+    train_steps_jit: Callable
+    make_train_steps: Callable
+    act: Callable
+
+
+def actor_critic_learner(hp_cls, actor_loss_fn: Callable) -> LearnerAPI:
+    """The module API of a TD3-style learner (MA-CQL, OMAR, MA-TD3+BC) from its ``Hparams``
+    class and actor loss ``actor_loss_fn(hp, coef, actor_params, critic_params, batch, key)``:
+    a ``LearnerAPI`` (see ``learner_functions``; ``act`` is ``deterministic_act``)."""
+
+    def make_coef_(hp, **overrides) -> Dict[str, Array]:
+        return make_coef(hp, **overrides)
+
+    def init(key: Array, config, num_agents: int, obs_dim: int, act_dim: int):
+        """Training state (``ActorCriticState``, agents on axis 0) from a config or Hparams."""
+        hp = config if isinstance(config, hp_cls) else hp_cls.from_config(
+            config, num_agents, obs_dim, act_dim)
+        return init_actor_critic(key, hp)
+
+    def agent_update(hp, coef, params, batch, key, step):
+        """One TD3-style update of ONE agent (``actor_critic_agent_update``)."""
+        return actor_critic_agent_update(hp, coef, params, batch, key, step, actor_loss_fn)
+
+    update, train_steps, train_steps_jit, make_train_steps_ = learner_functions(
+        agent_update, AC_FIELDS)
+    return LearnerAPI(make_coef_, init, agent_update, update, train_steps, train_steps_jit,
+                      make_train_steps_, deterministic_act)

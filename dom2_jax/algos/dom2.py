@@ -36,8 +36,9 @@ import ml_collections
 import optax
 
 from dom2_jax import diffusion
+from dom2_jax.algos import common
 from dom2_jax.algos.common import critic_loss  # noqa: F401  (re-exported: dom2.critic_loss)
-from dom2_jax.networks import DoubleCritic, soft_update
+from dom2_jax.networks import soft_update
 
 Array = jax.Array
 
@@ -77,7 +78,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams:
+class Hparams(common.DiffusionActorModules):
     """Hashable, resolved copy of the config (a static pytree field of ``DOM2State``)."""
 
     num_agents: int
@@ -128,10 +129,6 @@ class Hparams:
         checks = [
             (self.num_agents >= 1 and self.obs_dim >= 1 and self.act_dim >= 1,
              "num_agents, obs_dim and act_dim must be positive"),
-            (self.solver_order in (1, 2, 3), f"solver_order must be 1, 2 or 3, got {self.solver_order}"),
-            (self.num_solver_steps >= 1, f"num_solver_steps must be >= 1, got {self.num_solver_steps}"),
-            (self.solver_grid in diffusion.solvers.GRIDS, f"solver_grid must be one of {diffusion.solvers.GRIDS}"),
-            (self.noise_net in diffusion.NOISE_NETS, f"noise_net must be one of {diffusion.NOISE_NETS}"),
             (self.q_for_actor in ("q1", "min"), "q_for_actor must be 'q1' or 'min'"),
             (0.0 < self.rho <= 1.0, f"rho must be in (0, 1], got {self.rho}"),
             (0.0 <= self.gamma <= 1.0, f"gamma must be in [0, 1], got {self.gamma}"),
@@ -139,26 +136,13 @@ class Hparams:
             (self.zeta >= 0.0 and self.eta >= 0.0, "eta and zeta must be >= 0"),
             (self.num_cql_actions >= 1, "num_cql_actions must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
-            (0.0 < self.t_end < 1.0, f"t_end must be in (0, 1), got {self.t_end}"),
             (self.use_bc_loss or self.eta > 0, "with use_bc_loss=False, eta must be > 0"),
-        ]
+        ] + self.diffusion_checks()
         for ok, msg in checks:
             if not ok:
                 raise ValueError(f"invalid DOM2 config: {msg}")
 
-    # Networks and schedule are rebuilt from the (static) hyper-parameters at trace time.
-    @property
-    def schedule(self):
-        return diffusion.VPSchedule(self.beta_min, self.beta_max)
-
-    @property
-    def noise_net_module(self):
-        return diffusion.make_noise_net(self.noise_net, self.act_dim, self.noise_hidden)
-
-    @property
-    def critic_module(self):
-        return DoubleCritic(self.critic_hidden)
-
+    # schedule / noise_net_module / critic_module: common.DiffusionActorModules (trace time).
     def optimizer(self, lr):
         return optax.chain(optax.clip_by_global_norm(self.grad_clip), optax.adam(lr))
 
@@ -298,55 +282,18 @@ _PARAM_FIELDS = ("actor", "actor_target", "actor_ema", "critic", "critic_target"
                  "critic_opt")
 
 
-def update(state: DOM2State, batch: Dict[str, Array], key: Array):
-    """One update of all agents: ``vmap`` of ``agent_update`` over the agent axis.
-
-    batch: obs [A, B, obs_dim], actions [A, B, act_dim], rewards [A, B], next_obs, dones [A, B].
-    Returns (new_state, metrics) with metrics [A] per term.
-    """
-    hp = state.hp
-    _check_batch(hp, batch)
-    params = {f: getattr(state, f) for f in _PARAM_FIELDS}
-    keys = jax.random.split(key, hp.num_agents)
-    batch = {k: batch[k].astype(jnp.float32) for k in ("obs", "actions", "rewards", "next_obs",
-                                                        "dones")}
-    new, metrics = jax.vmap(lambda p, b, k: agent_update(hp, state.coef, p, b, k))(
-        params, batch, keys)
-    return state.replace(step=state.step + 1, **new), metrics
+def _agent_update_at_step(hp, coef, params, batch, key, step):
+    del step  # DOM2 updates actor, critics and targets on every step
+    return agent_update(hp, coef, params, batch, key)
 
 
-def _check_batch(hp: Hparams, batch):
-    a = hp.num_agents
-    expected = {"obs": (a, None, hp.obs_dim), "actions": (a, None, hp.act_dim),
-                "rewards": (a, None), "next_obs": (a, None, hp.obs_dim), "dones": (a, None)}
-    for k, shape in expected.items():
-        if k not in batch:
-            raise ValueError(f"batch lacks {k!r}; expected keys {sorted(expected)}")
-        got = tuple(batch[k].shape)
-        if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got)):
-            pretty = tuple("B" if s is None else s for s in shape)
-            raise ValueError(f"batch[{k!r}] has shape {got}, expected {pretty} "
-                             "(agent axis first)")
-
-
-def train_steps(state: DOM2State, arrays, key: Array, num_updates: int, sample_fn=None):
-    """``num_updates`` updates as one ``lax.scan``; each draws a minibatch on device with
-    ``sample_fn(arrays, key, batch_size)`` (default ``dom2_jax.data.sample_batch``) from the
-    device-resident ``arrays`` ([N, A, ...]). Returns (state, metrics [num_updates, A]).
-    Jit it with ``num_updates`` static (``train_steps_jit`` does)."""
-    if sample_fn is None:
-        from dom2_jax.data.transforms import sample_batch as sample_fn
-
-    def body(st, k):
-        k_b, k_u = jax.random.split(k)
-        return update(st, sample_fn(arrays, k_b, st.hp.batch_size), k_u)
-
-    return jax.lax.scan(body, state, jax.random.split(key, num_updates))
-
-
-train_steps_jit = jax.jit(train_steps, static_argnames=("num_updates", "sample_fn"))
-
-
-def make_train_steps(num_updates: int, sample_fn=None):
-    """``run(state, arrays, key)``: ``train_steps`` with ``num_updates`` bound (not jitted)."""
-    return lambda state, arrays, key: train_steps(state, arrays, key, num_updates, sample_fn)
+# update(state, batch, key) -> (state, metrics [A] per term): ``vmap`` of ``agent_update`` over
+#   the agent axis; batch: obs [A, B, obs_dim], actions [A, B, act_dim], rewards [A, B],
+#   next_obs, dones [A, B] (checked with a clear error before tracing).
+# train_steps(state, arrays, key, num_updates, sample_fn=None): ``num_updates`` updates as one
+#   ``lax.scan``, each on a minibatch drawn on device with ``sample_fn(arrays, key, batch_size)``
+#   (default ``dom2_jax.data.sample_batch``) from device-resident ``arrays`` [N, A, ...];
+#   returns (state, metrics [num_updates, A]). ``train_steps_jit``: jitted, num_updates static.
+# make_train_steps(num_updates, sample_fn=None) -> run(state, arrays, key) (not jitted).
+update, train_steps, train_steps_jit, make_train_steps = common.learner_functions(
+    _agent_update_at_step, _PARAM_FIELDS)

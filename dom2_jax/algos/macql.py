@@ -16,7 +16,6 @@ The state is ``common.ActorCriticState``; ``update`` is ``vmap`` of the per-agen
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict
 
 import jax
 import jax.numpy as jnp
@@ -56,14 +55,6 @@ class Hparams(common.CQLHparams):
     COEF_NAMES = ("zeta", "rho", "gamma")
 
 
-def make_coef(hp: Hparams, **overrides) -> Dict[str, Array]:
-    return common.make_coef(hp, **overrides)
-
-
-def init(key: Array, config, num_agents: int, obs_dim: int, act_dim: int) -> State:
-    hp = config if isinstance(config, Hparams) else Hparams.from_config(
-        config, num_agents, obs_dim, act_dim)
-    return common.init_actor_critic(key, hp)
 
 
 def actor_loss(hp: Hparams, coef, actor_params, critic_params, batch, key: Array):
@@ -75,26 +66,8 @@ def actor_loss(hp: Hparams, coef, actor_params, critic_params, batch, key: Array
     return loss, {"actor_q": jnp.mean(q)}
 
 
-def agent_update(hp, coef, params, batch, key, step):
-    return common.actor_critic_agent_update(hp, coef, params, batch, key, step, actor_loss)
+# make_coef / init / agent_update / update / train_steps / train_steps_jit / make_train_steps /
+# act: the shared TD3-style learner (common.actor_critic_learner) with this module's actor loss.
+(make_coef, init, agent_update, update, train_steps, train_steps_jit, make_train_steps,
+ act) = common.actor_critic_learner(Hparams, actor_loss)
 
-
-def update(state: State, batch: Dict[str, Array], key: Array):
-    """One update of all agents (vmapped). batch: [A, B, ...] arrays (contract)."""
-    return common.update_agents(state, batch, key, agent_update, common.AC_FIELDS)
-
-
-def act(state: State, obs: Array, key: Array = None) -> Array:
-    """Deterministic actions: obs [..., A, obs_dim] -> [..., A, act_dim] in [-1, 1]."""
-    return common.deterministic_act(state, obs, key)
-
-
-def train_steps(state: State, arrays, key: Array, num_updates: int, sample_fn=None):
-    return common.make_train_steps(update, num_updates, sample_fn)(state, arrays, key)
-
-
-train_steps_jit = jax.jit(train_steps, static_argnames=("num_updates", "sample_fn"))
-
-
-def make_train_steps(num_updates: int, sample_fn=None):
-    return common.make_train_steps(update, num_updates, sample_fn)

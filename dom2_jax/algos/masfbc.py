@@ -30,7 +30,7 @@ import optax
 
 from dom2_jax import diffusion
 from dom2_jax.algos import common
-from dom2_jax.networks import MLP, DoubleCritic, soft_update
+from dom2_jax.networks import MLP, soft_update
 
 Array = jax.Array
 SELECTIONS = ("softmax", "argmax")
@@ -66,7 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams(common.HparamsBase):
+class Hparams(common.HparamsBase, common.DiffusionActorModules):
     NAME = "MA-SfBC"
     COEF_NAMES = ("rho", "gamma", "expectile", "temperature")
 
@@ -95,31 +95,11 @@ class Hparams(common.HparamsBase):
     def checks(self):
         return super().checks() + [
             (0.0 < self.expectile < 1.0, f"expectile must be in (0, 1), got {self.expectile}"),
-            (self.solver_order in (1, 2, 3),
-             f"solver_order must be 1, 2 or 3, got {self.solver_order}"),
-            (self.num_solver_steps >= 1, "num_solver_steps must be >= 1"),
-            (self.solver_grid in diffusion.solvers.GRIDS,
-             f"solver_grid must be one of {diffusion.solvers.GRIDS}"),
-            (self.noise_net in diffusion.NOISE_NETS,
-             f"noise_net must be one of {diffusion.NOISE_NETS}"),
-            (0.0 < self.t_end < 1.0, f"t_end must be in (0, 1), got {self.t_end}"),
             (self.num_candidates >= 1, "num_candidates must be >= 1"),
             (self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
             (self.behavior_lr > 0, "behavior_lr must be > 0"),
-        ]
-
-    @property
-    def schedule(self):
-        return diffusion.VPSchedule(self.beta_min, self.beta_max)
-
-    @property
-    def noise_net_module(self):
-        return diffusion.make_noise_net(self.noise_net, self.act_dim, self.noise_hidden)
-
-    @property
-    def critic_module(self):
-        return DoubleCritic(self.critic_hidden)
+        ] + self.diffusion_checks()
 
     @property
     def value_module(self):
@@ -263,17 +243,6 @@ def agent_update(hp: Hparams, coef, params, batch, key, step):
     return new, metrics
 
 
-def update(state: SfBCState, batch: Dict[str, Array], key: Array):
-    """One update of all agents (vmapped). batch: [A, B, ...] arrays (contract)."""
-    return common.update_agents(state, batch, key, agent_update, _FIELDS)
+update, train_steps, train_steps_jit, make_train_steps = common.learner_functions(
+    agent_update, _FIELDS)
 
-
-def train_steps(state: SfBCState, arrays, key: Array, num_updates: int, sample_fn=None):
-    return common.make_train_steps(update, num_updates, sample_fn)(state, arrays, key)
-
-
-train_steps_jit = jax.jit(train_steps, static_argnames=("num_updates", "sample_fn"))
-
-
-def make_train_steps(num_updates: int, sample_fn=None):
-    return common.make_train_steps(update, num_updates, sample_fn)
