@@ -103,3 +103,21 @@ def scripted_prey_action(prey_pos: Array, predator_pos: Array, edge: float = 0.7
     wall = -jnp.sign(prey_pos) * over * wall_gain
     direction = flee + wall
     return direction / (jnp.linalg.norm(direction) + 1e-6)
+
+
+class PredatorPreyMixin:
+    """Shared by tag and world (predators learn, prey are scripted or a fixed network): needs
+    ``_obs(p_pos, p_vel, idx)``, ``learner_idx``, ``scripted_idx``, ``n_adv``, ``prey_params``."""
+
+    def _learner_obs(self, p_pos, p_vel):
+        return self._obs(p_pos, p_vel, self.learner_idx)
+
+    def prey_obs(self, state) -> jax.Array:
+        """Observations [n_prey, prey_obs_dim] of the prey (scripted agents)."""
+        return self._obs(state.p_pos, state.p_vel, self.scripted_idx)
+
+    def _scripted_actions(self, state, key):
+        if self.prey_params is not None:
+            return prey_policy_apply(self.prey_params, self.prey_obs(state))
+        pred = state.p_pos[: self.n_adv]
+        return jnp.stack([scripted_prey_action(state.p_pos[i], pred) for i in self.scripted_idx])

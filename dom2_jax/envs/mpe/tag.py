@@ -32,7 +32,7 @@ COLLISION_REWARD = 10.0
 SHAPING = 0.1
 
 
-class TagEnv(base.MPEEnv):
+class TagEnv(prey.PredatorPreyMixin, base.MPEEnv):
     """simple_tag: obs [3, 16], actions [3, 2]; prey driven by a fixed policy."""
 
     name = "mpe_tag"
@@ -80,19 +80,7 @@ class TagEnv(base.MPEEnv):
         vel = p_vel[goods].reshape(k, -1)
         return jnp.concatenate([p_vel[idx], own, lm, rel, vel], axis=-1)
 
-    def _learner_obs(self, p_pos, p_vel):
-        return self._obs(p_pos, p_vel, self.learner_idx)
-
-    def prey_obs(self, state: base.MPEState) -> Array:
-        """Observations [n_good, 14] of the prey."""
-        return self._obs(state.p_pos, state.p_vel, self.scripted_idx)
-
-    def _scripted_actions(self, state, key):
-        if self.prey_params is not None:
-            return prey.prey_policy_apply(self.prey_params, self.prey_obs(state))
-        pred = state.p_pos[: self.n_adv]
-        return jnp.stack([prey.scripted_prey_action(state.p_pos[i], pred)
-                          for i in self.scripted_idx])
+    # _learner_obs / prey_obs / _scripted_actions: prey.PredatorPreyMixin
 
     def _learner_reward(self, p_pos, p_vel):
         adv, good = p_pos[: self.n_adv], p_pos[self.n_adv: self.spec.n_agents]

@@ -52,7 +52,7 @@ DIM_C = 4
 N_OBSTACLES, N_FOOD, N_FORESTS = 1, 2, 2
 
 
-class WorldEnv(base.MPEEnv):
+class WorldEnv(prey.PredatorPreyMixin, base.MPEEnv):
     """World scenario; see the module docstring for the two variants."""
 
     name = "mpe_world"
@@ -142,19 +142,7 @@ class WorldEnv(base.MPEEnv):
             tail = [flags, vel.reshape(k, -1)]
         return jnp.concatenate(head + tail, axis=-1).astype(jnp.float32)
 
-    def _learner_obs(self, p_pos, p_vel):
-        return self._obs(p_pos, p_vel, self.learner_idx)
-
-    def prey_obs(self, state: base.MPEState) -> Array:
-        """Observations [n_good, prey_obs_dim] of the prey."""
-        return self._obs(state.p_pos, state.p_vel, self.scripted_idx)
-
-    def _scripted_actions(self, state, key):
-        if self.prey_params is not None:
-            return prey.prey_policy_apply(self.prey_params, self.prey_obs(state))
-        pred = state.p_pos[: self.n_adv]
-        return jnp.stack([prey.scripted_prey_action(state.p_pos[i], pred)
-                          for i in self.scripted_idx])
+    # _learner_obs / prey_obs / _scripted_actions: prey.PredatorPreyMixin
 
     def _learner_reward(self, p_pos, p_vel):
         n = self.spec.n_agents
