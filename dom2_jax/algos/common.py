@@ -227,6 +227,15 @@ def make_train_steps(update: Callable, num_updates: int, sample_fn=None):
     return run
 
 
+def grad_step(optimizer, loss_fn: Callable, params, opt_state):
+    """One optimiser step on ``loss_fn(params) -> (loss, aux)``.
+
+    Returns ``(new_params, new_opt_state, loss, aux, grads)``."""
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    upd, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, upd), opt_state, loss, aux, grads
+
+
 def learner_functions(agent_update: Callable, fields: Sequence[str]):
     """The batch-level API every learner module exposes, built from its per-agent update.
 
@@ -402,17 +411,13 @@ def actor_critic_agent_update(hp: ActorCriticHparams, coef, params, batch, key, 
         next_a = jnp.clip(next_a + noise, -1.0, 1.0)
     target_q = td_target(critic_mod, params["critic_target"], batch, next_a, coef["gamma"])
     loss_fn = critic_loss if hp.USES_CQL else td_critic_loss
-    (c_loss, c_aux), c_grads = jax.value_and_grad(loss_fn, argnums=2, has_aux=True)(
-        hp, coef, params["critic"], batch, target_q, k_cql)
-    c_upd, critic_opt = hp.optimizer(hp.critic_lr).update(c_grads, params["critic_opt"],
-                                                          params["critic"])
-    critic = optax.apply_updates(params["critic"], c_upd)
+    critic, critic_opt, c_loss, c_aux, c_grads = grad_step(
+        hp.optimizer(hp.critic_lr), lambda p: loss_fn(hp, coef, p, batch, target_q, k_cql),
+        params["critic"], params["critic_opt"])
 
-    (a_loss, a_aux), a_grads = jax.value_and_grad(actor_loss_fn, argnums=2, has_aux=True)(
-        hp, coef, params["actor"], critic, batch, k_actor)
-    a_upd, actor_opt = hp.optimizer(hp.actor_lr).update(a_grads, params["actor_opt"],
-                                                        params["actor"])
-    actor = optax.apply_updates(params["actor"], a_upd)
+    actor, actor_opt, a_loss, a_aux, a_grads = grad_step(
+        hp.optimizer(hp.actor_lr), lambda p: actor_loss_fn(hp, coef, p, critic, batch, k_actor),
+        params["actor"], params["actor_opt"])
     delayed = dict(actor=actor, actor_opt=actor_opt,
                    actor_target=soft_update(params["actor_target"], actor, coef["rho"]),
                    critic_target=soft_update(params["critic_target"], critic, coef["rho"]))

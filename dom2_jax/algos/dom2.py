@@ -255,17 +255,13 @@ def agent_update(hp: Hparams, coef, params: Dict[str, Any], batch: Dict[str, Arr
     q_next = hp.critic_module.apply(params["critic_target"], batch["next_obs"], next_a)
     target_q = batch["rewards"] + coef["gamma"] * (1.0 - batch["dones"]) * jnp.min(q_next, axis=0)
     target_q = jax.lax.stop_gradient(target_q)
-    (c_loss, c_aux), c_grads = jax.value_and_grad(critic_loss, argnums=2, has_aux=True)(
-        hp, coef, params["critic"], batch, target_q, k_cql)
-    c_upd, critic_opt = hp.optimizer(hp.critic_lr).update(c_grads, params["critic_opt"],
-                                                          params["critic"])
-    critic = optax.apply_updates(params["critic"], c_upd)
+    critic, critic_opt, c_loss, c_aux, c_grads = common.grad_step(
+        hp.optimizer(hp.critic_lr), lambda p: critic_loss(hp, coef, p, batch, target_q, k_cql),
+        params["critic"], params["critic_opt"])
     # Actor (Eq. 5) against the freshly updated critic.
-    (a_loss, a_aux), a_grads = jax.value_and_grad(actor_loss, argnums=2, has_aux=True)(
-        hp, coef, params["actor"], critic, batch, k_actor)
-    a_upd, actor_opt = hp.optimizer(hp.actor_lr).update(a_grads, params["actor_opt"],
-                                                        params["actor"])
-    actor = optax.apply_updates(params["actor"], a_upd)
+    actor, actor_opt, a_loss, a_aux, a_grads = common.grad_step(
+        hp.optimizer(hp.actor_lr), lambda p: actor_loss(hp, coef, p, critic, batch, k_actor),
+        params["actor"], params["actor_opt"])
     new = dict(
         actor=actor, critic=critic, actor_opt=actor_opt, critic_opt=critic_opt,
         actor_target=soft_update(params["actor_target"], actor, coef["rho"]),
