@@ -5,7 +5,7 @@ same update, seed scaling, and the share of the machine's matmul peak the update
                                   [--seeds_list=1,4,16] [--seeds_settings=spread] [--device]
                                   [--quick] [--no_torch] [--torch_threads=0] [--out=DIR]
 
-Settings (reference.md's throughput anchors, the same as benchmarks/update_speed.py):
+Settings (reference.md's throughput anchors):
   spread       3 agents, obs 18, act 2, N = 5 DPM-Solver-1 steps
   halfcheetah  2 agents, obs 6 (OMAR's obsk 0), act 3, N = 10
 both with dom2.default_config(): batch 256, residual noise net 512-256-128 | 128-256-512
@@ -237,7 +237,7 @@ def init_state(setting: str, quick: bool, seeds: int = 0):
 
 
 def random_arrays(s, n=10_000, seed=0):
-    """Random device-resident transitions [n, A, ...] (as benchmarks/update_speed.py)."""
+    """Random device-resident transitions [n, A, ...] (the same for JAX and torch)."""
     import jax
     import jax.numpy as jnp
     k = jax.random.split(jax.random.PRNGKey(seed), 5)
