@@ -10,9 +10,7 @@ benchmarks/results/.
 """
 from __future__ import annotations
 
-import json
 import os
-import time
 
 from absl import app, flags
 
@@ -24,14 +22,9 @@ flags.DEFINE_string("out", os.path.join(os.path.dirname(__file__), "results"), "
 
 
 def _median_time(fn, *args, repeats):
-    import jax
-    jax.block_until_ready(fn(*args))  # compile + warm-up
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        ts.append(time.perf_counter() - t)
-    ts.sort()
+    """Median wall time of ``repeats`` calls after a compile + warm-up call."""
+    from benchmarks.solver_steps import _time_calls
+    ts, _ = _time_calls(fn, args, repeats)  # sorted
     return ts[len(ts) // 2]
 
 
