@@ -189,20 +189,31 @@ def matmul_peak(sizes, reps=7):
             "precision": "jax default"}
 
 
+def _torch_sync(torch, device):
+    """Waits for queued torch work on ``device`` (a no-op on CPU)."""
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+
+def _timed_calls(fn, reps, sync):
+    """Wall times of ``reps`` calls of ``fn()``, each followed by ``sync()``."""
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        sync()
+        ts.append(time.perf_counter() - t)
+    return ts
+
+
 def torch_matmul_peak(torch, device, sizes, reps=7):
     out = {}
     for n in sizes:
         a = torch.randn(n, n, device=device)
         b = torch.randn(n, n, device=device)
-        sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+        sync = _torch_sync(torch, device)
         torch.mm(a, b)
         sync()
-        ts = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            torch.mm(a, b)
-            sync()
-            ts.append(time.perf_counter() - t)
+        ts = _timed_calls(lambda: torch.mm(a, b), reps, sync)
         out[str(n)] = 2.0 * n**3 / _median(ts) / 1e9
     return {"gflops_by_size": out, "gflops": max(out.values())}
 
@@ -340,19 +351,14 @@ def time_torch(torch, cfg, s, state, arrays, updates, repeats, device):
     torch_dom2.load_jax_state(model, state)  # same initial parameters as the JAX run
     counts = model.num_params()
     t_arrays = {k: torch.as_tensor(np.array(v), device=device) for k, v in arrays.items()}
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync = _torch_sync(torch, device)
     t = time.perf_counter()
     first = model.train_steps(t_arrays, 1)
     model.train_steps(t_arrays, 1)
     sync()
     warm_s = time.perf_counter() - t
     first = {k: float(np.mean([float(m[k]) for m in first])) for k in first[0]}
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        model.train_steps(t_arrays, updates)
-        sync()
-        ts.append(time.perf_counter() - t)
+    ts = _timed_calls(lambda: model.train_steps(t_arrays, updates), repeats, sync)
     ms = 1e3 * _median(ts) / updates
     return {"params_per_agent": counts, "warmup_s": warm_s, "updates_per_call": updates,
             "repeats": repeats, "call_s": ts, "ms_per_update": ms, "updates_per_s": 1e3 / ms,

@@ -23,7 +23,6 @@ Needs no JAX (reads files only).
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -88,13 +87,9 @@ def _read_json(path):
 
 
 def read_metrics_csv(path: str) -> List[Dict[str, float]]:
-    rows = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for r in csv.DictReader(f):
-                rows.append({k: float(v) if v not in ("", None) else math.nan
-                             for k, v in r.items()})
-    return rows
+    """A run's metrics.csv rows (empty if missing); the launcher's own reader (no JAX)."""
+    from dom2_jax.training.reporting import MetricsLog
+    return MetricsLog.load(path).rows
 
 
 def collect(root: str) -> List[Dict]:
