@@ -15,6 +15,7 @@ Config: --config=experiments/configs/td3_mpe.py (or td3_halfcheetah.py), --confi
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
@@ -34,6 +35,12 @@ flags.DEFINE_integer("eval_every", 1, "Evaluate / snapshot every this many chunk
 flags.DEFINE_integer("final_eval_episodes", None,
                      "Episodes for the reported returns (default 1000 for MPE, 100 for "
                      "HalfCheetah's 1000-step episodes).")
+flags.DEFINE_string("snapshot_dir", None,
+                    "Write every evaluated snapshot (chunk_*.npz, atomic) and run.json here, so "
+                    "a long run that dies keeps them; see --select_only.")
+flags.DEFINE_bool("select_only", False,
+                  "Skip training: select expert/medium from the snapshots in --snapshot_dir "
+                  "(e.g. of a run that was stopped early) and write them like a full run.")
 flags.DEFINE_string("log_json", None, "Also write the training curve to this JSON file.")
 config_flags.DEFINE_config_file("config", None, "TD3 config file (default: per-env defaults).",
                                 lock_config=False)
@@ -53,13 +60,40 @@ def main(argv):
     n_chunks = behaviour.num_chunks_for(FLAGS.steps, config)
     command = "python -m experiments.train_behaviour " + " ".join(
         shlex.quote(a) for a in sys.argv[1:])
-    print(f"{command}\n{td3.env}\n{config}\n{n_chunks} chunks of "
-          f"{behaviour.chunk_transitions(config)} transitions", flush=True)
     log = lambda s: print(s, flush=True)
-    t0 = time.time()
-    snaps = behaviour.run_training(td3, FLAGS.seed, n_chunks, eval_every=FLAGS.eval_every,
-                                   log=log)
-    train_s = time.time() - t0
+    snap_dir = FLAGS.snapshot_dir
+    if FLAGS.select_only:
+        if not snap_dir:
+            raise app.UsageError("--select_only needs --snapshot_dir")
+        with open(os.path.join(snap_dir, "run.json")) as f:
+            run = json.load(f)
+        for k in ("env", "seed", "env_kwargs"):
+            mine = {"env": FLAGS.env, "seed": FLAGS.seed, "env_kwargs": env_kwargs}[k]
+            if run[k] != mine:
+                raise app.UsageError(f"--select_only: {snap_dir} was trained with {k}="
+                                     f"{run[k]!r}, not {mine!r}")
+        if td3_lib.config_to_dict(config) != run["td3_config"]:
+            raise app.UsageError(f"--select_only: the TD3 config differs from {snap_dir}'s")
+        snaps = behaviour.load_snapshots(snap_dir)
+        n_chunks = int(snaps[-1]["chunk"])
+        train_s = float(snaps[-1].get("wall_s", float("nan")))
+        log(f"{len(snaps)} snapshots from {snap_dir} (last chunk {n_chunks}, trained with: "
+            f"{run['command']}); selecting only")
+        command = run["command"] + f"  # stopped at chunk {n_chunks}; selected by: {command}"
+    else:
+        print(f"{command}\n{td3.env}\n{config}\n{n_chunks} chunks of "
+              f"{behaviour.chunk_transitions(config)} transitions", flush=True)
+        on_snapshot = None
+        if snap_dir:
+            os.makedirs(snap_dir, exist_ok=True)
+            run = dict(env=FLAGS.env, seed=FLAGS.seed, env_kwargs=env_kwargs, command=command,
+                       td3_config=td3_lib.config_to_dict(config))
+            policies.write_json(os.path.join(snap_dir, "run.json"), run)
+            on_snapshot = lambda snap: behaviour.save_snapshot(snap_dir, snap)
+        t0 = time.time()
+        snaps = behaviour.run_training(td3, FLAGS.seed, n_chunks, eval_every=FLAGS.eval_every,
+                                       on_snapshot=on_snapshot, log=log)
+        train_s = time.time() - t0
     final_eps = FLAGS.final_eval_episodes or (1000 if td3.env.episode_length <= 100 else 100)
     sel = behaviour.select_policies(td3, snaps, FLAGS.seed, medium_fraction=FLAGS.medium_fraction,
                                     final_eval_episodes=final_eps, log=log)

@@ -45,7 +45,7 @@ def tiny_config():
     return c
 
 
-def test_td3_learns_toy_task_and_buffer_bookkeeping():
+def test_td3_learns_toy_task_and_buffer_bookkeeping(tmp_path):
     env = ReachEnv()
     c = tiny_config()
     td3 = td3_lib.TD3(env, c)
@@ -56,8 +56,18 @@ def test_td3_learns_toy_task_and_buffer_bookkeeping():
         assert int(state.env_steps) == (i + 1) * 320
         assert int(state.buf_size) == min((i + 1) * 320, c.buffer_size)
 
+    saved = []
     snaps = behaviour.run_training(td3, seed=0, num_chunks=6, eval_every=1, on_chunk=on_chunk,
+                                   on_snapshot=lambda s: saved.append(
+                                       behaviour.save_snapshot(str(tmp_path), s)),
                                    log=lambda s: None)
+    # snapshots saved while training (for --select_only) load back equal, in chunk order
+    assert len(saved) == 6
+    back_snaps = behaviour.load_snapshots(str(tmp_path))
+    assert [b["chunk"] for b in back_snaps] == [s["chunk"] for s in snaps]
+    assert [b["score"] for b in back_snaps] == [s["score"] for s in snaps]
+    assert (policies.params_digest(back_snaps[3]["flat_params"])
+            == policies.params_digest(snaps[3]["flat_params"]))
     scores = [s["score"] for s in snaps]
     # uniform warm-up policy scores about 5 * -(2/3 + 0.43) ~ -5.5; a learned one near 0
     assert scores[0] < -1.0, scores

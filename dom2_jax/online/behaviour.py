@@ -14,6 +14,7 @@ candidates over ``final_eval_episodes``.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -38,10 +39,12 @@ def make_td3(env_name: str, config, env_kwargs: Optional[dict] = None):
 def run_training(td3: td3_lib.TD3, seed: int, num_chunks: int, *, eval_every: int = 1,
                  eval_episodes: Optional[int] = None,
                  on_chunk: Optional[Callable[[int, Any, Dict], None]] = None,
+                 on_snapshot: Optional[Callable[[Dict[str, Any]], None]] = None,
                  log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
     """Runs ``num_chunks`` chunks; returns the snapshots [{chunk, env_steps, score, score_std,
     flat_params, metrics}]. ``on_chunk(chunk_index, state, metrics)`` is called after each
-    chunk (before the state is donated to the next one)."""
+    chunk (before the state is donated to the next one); ``on_snapshot(snap)`` after each
+    evaluation (e.g. ``save_snapshot``, so a long run that dies keeps its snapshots)."""
     key = jax.random.PRNGKey(seed)
     eval_key = jax.random.fold_in(key, EVAL_KEY_SALT)
     state = td3.init(key)
@@ -57,11 +60,37 @@ def run_training(td3: td3_lib.TD3, seed: int, num_chunks: int, *, eval_every: in
             flat = td3_lib.flatten_params(jax.device_get(state.actor))
             steps = (i + 1) * chunk_transitions(td3.config)
             snaps.append(dict(chunk=i + 1, env_steps=steps, score=float(scores.mean()),
-                              score_std=float(scores.std()), flat_params=flat, metrics=metrics))
+                              score_std=float(scores.std()), flat_params=flat, metrics=metrics,
+                              wall_s=round(time.time() - t0, 1)))
+            if on_snapshot is not None:
+                on_snapshot(snaps[-1])
             log(f"chunk {i + 1}/{num_chunks} steps {steps} eval {scores.mean():.2f} "
                 f"+- {scores.std():.2f} train {metrics['train_score']:.2f} "
                 f"critic_loss {metrics['critic_loss']:.3f} q {metrics['q']:.2f} "
                 f"({time.time() - t0:.0f} s)")
+    return snaps
+
+
+def save_snapshot(directory: str, snap: Dict[str, Any]) -> str:
+    """Writes one snapshot as ``<directory>/chunk_<chunk>.npz`` (atomic; params + JSON meta)."""
+    from dom2_jax.online import policies
+    meta = {k: v for k, v in snap.items() if k != "flat_params"}
+    path = os.path.join(directory, f"chunk_{int(snap['chunk']):06d}.npz")
+    policies.save_policy(path, snap["flat_params"], meta)
+    return path
+
+
+def load_snapshots(directory: str) -> List[Dict[str, Any]]:
+    """The snapshots ``save_snapshot`` wrote into ``directory``, in chunk order."""
+    from dom2_jax.online import policies
+    names = sorted(f for f in os.listdir(directory)
+                   if f.startswith("chunk_") and f.endswith(".npz"))
+    if not names:
+        raise FileNotFoundError(f"no chunk_*.npz snapshots in {directory}")
+    snaps = []
+    for name in names:
+        flat, meta = policies.load_policy(os.path.join(directory, name))
+        snaps.append(dict(meta, flat_params=flat))
     return snaps
 
 

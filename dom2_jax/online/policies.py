@@ -97,9 +97,14 @@ def update_returns(env_name: str, entry: Dict[str, Any], assets_dir: Optional[st
     path = os.path.join(assets_dir or ASSETS_DIR, RETURNS_FILE)
     data = read_returns(assets_dir)
     data[env_name] = entry
-    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    write_json(path, data)
     return path
+
+
+def write_json(path: str, obj: Any) -> None:
+    """JSON file written atomically."""
+    text = json.dumps(obj, indent=1, sort_keys=True) + "\n"
+    _atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def params_digest(flat: Dict[str, np.ndarray]) -> str:
