@@ -278,7 +278,7 @@ def markdown(groups, records, metric, figures, root=".") -> str:
     what = ("normalised score (100 = dataset expert, 0 = random)" if metric == "normalised"
             else "episode score (raw return)")
     t = tables(groups, metric)
-    md = [f"# Results\n",
+    md = ["# Results\n",
           f"Metric: **{what}**; cells are mean ± std over seeds of each seed's final "
           "evaluation, with the number of seeds in brackets (std: population, over seeds). "
           "Bold: best mean in the row. –: no finished run.\n"]
