@@ -324,3 +324,44 @@ def test_render_gif(tmp_path):
     frames = iio.imread(path)
     assert frames.shape[0] == 3 and frames.shape[1:3] == (64, 96)
     assert np.abs(frames[0].astype(int) - frames[2]).mean() > 0.1
+
+
+def test_rollout_batch_on_c_mujoco():
+    """``cpu.rollout_batch`` (the CPU data-generation path): documented keys, layout,
+    continuity, scores, partial last block, determinism; backend resolution errors."""
+    from dom2_jax.envs.mamujoco.cpu import rollout_batch
+    from dom2_jax.online import behaviour
+
+    def policy(params, obs, key):       # noise from the key + a linear term of the obs
+        return jnp.tanh(jax.random.normal(key, (2, 3)) + params * obs[:, :3])
+
+    T, Bc, n = 6, 3, 5
+    cpu = HalfCheetahCPU(Bc, episode_length=T)
+    key = jax.random.PRNGKey(3)
+    out = rollout_batch(cpu, policy, jnp.float32(0.5), key, n, return_trajectory=True)
+    assert out["obs"].shape == (n, T, 2, 6) and out["actions"].shape == (n, T, 2, 3)
+    assert out["score"].shape == (n,) and out["returns"].shape == (n, 2)
+    np.testing.assert_array_equal(out["obs"][:, 1:], out["next_obs"][:, :-1])
+    np.testing.assert_allclose(out["score"], out["rewards"][..., 0].sum(1), rtol=1e-6)
+    np.testing.assert_array_equal(out["dones"][:, -1], True)
+    assert not out["dones"][:, :-1].any()
+    # block 1 (episodes 3, 4) starts from reset(fold_in(key, 1)); its step keys are
+    # split(fold_in(fold_in(key, 1), 1), T * B)[t * B + b]
+    k1 = jax.random.fold_in(key, 1)
+    qpos, qvel, sc = sample_initial_batch(k1, Bc, cpu.config)
+    ref = HalfCheetahCPU(Bc, episode_length=T)
+    np.testing.assert_array_equal(out["obs"][3:, 0], ref.set_state(qpos, qvel, sc)[:2])
+    step_keys = jax.random.split(jax.random.fold_in(k1, 1), T * Bc)
+    for t in (0, T - 1):
+        want = policy(jnp.float32(0.5), out["obs"][4, t], step_keys[t * Bc + 1])
+        np.testing.assert_allclose(out["actions"][4, t], want, rtol=1e-5, atol=1e-6)
+    again = rollout_batch(cpu, policy, jnp.float32(0.5), key, n)
+    np.testing.assert_array_equal(again["score"], out["score"])
+    # backend resolution
+    hc = make("mamujoco_halfcheetah_2x3")
+    assert behaviour.resolve_backend(hc, "auto") == (
+        "cpu" if jax.default_backend() == "cpu" else "jax")
+    with pytest.raises(ValueError, match="only for MAMuJoCo"):
+        behaviour.resolve_backend(make("mpe_spread"), "cpu")
+    with pytest.raises(ValueError, match="unknown rollout backend"):
+        behaviour.resolve_backend(hc, "gpu")

@@ -13,6 +13,8 @@ candidates over ``final_eval_episodes``.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import os
 import time
@@ -94,27 +96,93 @@ def load_snapshots(directory: str) -> List[Dict[str, Any]]:
     return snaps
 
 
-def evaluate_flat(td3: td3_lib.TD3, flat, key, num_episodes: int, sigma: float = 0.0):
-    scores = td3.evaluate(td3_lib.unflatten_params(flat), key, num_episodes, sigma=sigma)
+ROLLOUT_BACKENDS = ("auto", "jax", "cpu")
+
+
+def resolve_backend(env, backend: str = "auto") -> str:
+    """Where behaviour-policy episodes run: "jax" (the env's jitted, vmapped ``rollout``: MJX
+    for HalfCheetah) or "cpu" (HalfCheetah on C MuJoCo, ``mamujoco.cpu.rollout_batch``:
+    ~3x faster than MJX on a CPU, and the simulator the original MaMuJoCo uses).
+    "auto" = "cpu" for HalfCheetah when JAX runs on CPU, else "jax"."""
+    if backend not in ROLLOUT_BACKENDS:
+        raise ValueError(f"unknown rollout backend {backend!r}; expected one of "
+                         f"{ROLLOUT_BACKENDS}")
+    is_mujoco = env.name.startswith("mamujoco")
+    if backend == "auto":
+        return "cpu" if is_mujoco and jax.default_backend() == "cpu" else "jax"
+    if backend == "cpu" and not is_mujoco:
+        raise ValueError(f"rollout backend 'cpu' (C MuJoCo) exists only for MAMuJoCo envs, "
+                         f"not {env.name!r}; use 'jax'")
+    return backend
+
+
+@functools.lru_cache(maxsize=4)
+def _cpu_batch_env(config, num_envs: int):
+    from dom2_jax.envs.mamujoco.cpu import HalfCheetahCPU
+    return HalfCheetahCPU(num_envs, **dataclasses.asdict(config))
+
+
+def rollout_policy(td3: td3_lib.TD3, params, key, num_episodes: int, *, block: int = 100,
+                   backend: str = "auto", return_trajectory: bool = False
+                   ) -> Dict[str, np.ndarray]:
+    """``num_episodes`` episodes of ``td3.policy_fn`` with ``params`` (``td3.policy_params``)
+    as host arrays (``score`` [n]; with ``return_trajectory`` also ``obs``, ``actions``,
+    ``rewards``, ``next_obs`` [n, T, ...]), ``block`` episodes at a time, on ``backend``
+    (``resolve_backend``). Block b uses ``fold_in(key, b)``: deterministic for each backend."""
+    from dom2_jax.envs.rollout import rollout
+    n, block = int(num_episodes), max(1, int(block))
+    keys = ("score", "obs", "actions", "rewards", "next_obs") if return_trajectory else ("score",)
+    parts = []
+    if resolve_backend(td3.env, backend) == "cpu":
+        from dom2_jax.envs.mamujoco.cpu import rollout_batch
+        batch_env = _cpu_batch_env(td3.env.config, min(block, n))
+        out = rollout_batch(batch_env, td3.policy_fn, params, key, n,
+                            return_trajectory=return_trajectory)
+        return {k: out[k] for k in keys}
+    for b in range(math.ceil(n / block)):
+        out = rollout(td3.env, td3.policy_fn, params, jax.random.fold_in(key, b), block,
+                      return_trajectory=return_trajectory)
+        parts.append({k: np.asarray(out[k]) for k in keys})
+    return {k: np.concatenate([p[k] for p in parts], 0)[:n] for k in keys}
+
+
+def policy_scores(td3: td3_lib.TD3, params, key, num_episodes: int,
+                  backend: str = "jax") -> np.ndarray:
+    """Scores [num_episodes] of ``td3.policy_fn`` with ``params``: on "jax" exactly
+    ``td3.evaluate`` (one jitted rollout of all episodes), on "cpu" C MuJoCo blocks."""
+    if resolve_backend(td3.env, backend) == "cpu":
+        return rollout_policy(td3, params, key, num_episodes, backend="cpu")["score"]
+    from dom2_jax.envs.rollout import rollout
+    return np.asarray(rollout(td3.env, td3.policy_fn, params, key, int(num_episodes))["score"])
+
+
+def evaluate_flat(td3: td3_lib.TD3, flat, key, num_episodes: int, sigma: float = 0.0,
+                  backend: str = "jax"):
+    """(mean, std) score of the snapshot ``flat`` over ``num_episodes`` episodes."""
+    params = td3.policy_params(td3_lib.unflatten_params(flat), sigma)
+    scores = policy_scores(td3, params, key, num_episodes, backend)
     return float(scores.mean()), float(scores.std())
 
 
 def select_policies(td3: td3_lib.TD3, snaps: List[Dict], seed: int, *, medium_fraction: float,
                     final_eval_episodes: int, num_candidates: int = 5,
+                    backend: str = "jax",
                     log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Expert = best of the top ``num_candidates`` snapshots re-evaluated over
     ``final_eval_episodes``; medium = snapshot before the expert closest to the target score
     (candidates re-evaluated likewise). Returns {random, expert, medium} dicts."""
     key = jax.random.fold_in(jax.random.PRNGKey(seed), EVAL_KEY_SALT + 1)
     k_rand, k_exp, k_med = jax.random.split(key, 3)
-    rand = td3.evaluate(None, k_rand, final_eval_episodes, uniform=True)
+    rand = policy_scores(td3, td3.policy_params(None, uniform=True), k_rand,
+                         final_eval_episodes, backend)
     random_entry = dict(score=float(rand.mean()), score_std=float(rand.std()),
-                        episodes=final_eval_episodes)
+                        episodes=final_eval_episodes, backend=resolve_backend(td3.env, backend))
 
     order = sorted(range(len(snaps)), key=lambda j: -snaps[j]["score"])[:num_candidates]
     best = None
     for j in order:
-        m, s = evaluate_flat(td3, snaps[j]["flat_params"], k_exp, final_eval_episodes)
+        m, s = evaluate_flat(td3, snaps[j]["flat_params"], k_exp, final_eval_episodes,
+                             backend=backend)
         log(f"expert candidate chunk {snaps[j]['chunk']}: {m:.2f} +- {s:.2f}")
         if best is None or m > best[1]:
             best = (j, m, s)
@@ -127,7 +195,8 @@ def select_policies(td3: td3_lib.TD3, snaps: List[Dict], seed: int, *, medium_fr
     near = sorted(before, key=lambda j: abs(snaps[j]["score"] - target))[:num_candidates]
     bestm = None
     for j in near:
-        m, s = evaluate_flat(td3, snaps[j]["flat_params"], k_med, final_eval_episodes)
+        m, s = evaluate_flat(td3, snaps[j]["flat_params"], k_med, final_eval_episodes,
+                             backend=backend)
         log(f"medium candidate chunk {snaps[j]['chunk']}: {m:.2f} +- {s:.2f} (target "
             f"{target:.2f})")
         if bestm is None or abs(m - target) < abs(bestm[1] - target):

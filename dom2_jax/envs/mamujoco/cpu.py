@@ -198,3 +198,46 @@ def make_batch_env(num_envs: int, backend: str = "auto", **config):
     """``HalfCheetahCPU`` or ``HalfCheetahMJXBatch`` (see ``select_backend``)."""
     cls = HalfCheetahCPU if select_backend(backend) == "cpu" else HalfCheetahMJXBatch
     return cls(num_envs, **config)
+
+
+@functools.lru_cache(maxsize=16)
+def _batched_policy(policy_fn):
+    return jax.jit(jax.vmap(policy_fn, in_axes=(None, 0, 0)))
+
+
+def rollout_batch(batch_env, policy_fn, params, key, num_episodes: int, *,
+                  return_trajectory: bool = False) -> Dict[str, np.ndarray]:
+    """``dom2_jax.envs.rollout`` for a numpy batch env (``HalfCheetahCPU``, ...): the same
+    output layout as numpy arrays (``score`` [n], ``returns`` [n, A], and with
+    ``return_trajectory`` ``obs``/``actions``/``rewards``/``next_obs``/``dones`` [n, T, ...]).
+
+    ``policy_fn(params, obs [A, obs_dim], key) -> actions [A, act_dim]`` as for ``rollout``;
+    it runs jitted and vmapped over the batch. Episodes run ``batch_env.num_envs`` at a time
+    (the last block may be partly discarded). Block i resets from ``fold_in(key, i)`` and
+    its policy keys are ``split(fold_in(fold_in(key, i), 1), T * B)`` ([T, B] row-major). The keys differ from the jitted ``rollout``'s, so the episodes do too
+    (the dynamics agree to float32 tolerance; tests/test_mamujoco.py).
+    """
+    num_episodes = int(num_episodes)
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    act = _batched_policy(policy_fn)
+    B, T = batch_env.num_envs, batch_env.episode_length
+    blocks = []
+    for i in range(-(-num_episodes // B)):
+        k_block = jax.random.fold_in(key, i)
+        obs = batch_env.reset(k_block)
+        step_keys = np.asarray(jax.random.split(jax.random.fold_in(k_block, 1), T * B))
+        step_keys = step_keys.reshape((T, B) + step_keys.shape[1:])
+        traj = {k: [] for k in ("obs", "actions", "rewards", "next_obs", "dones")}
+        for t in range(T):
+            actions = np.asarray(act(params, obs, step_keys[t]))
+            next_obs, reward, done, _ = batch_env.step(actions)
+            for k, v in zip(traj, (obs, actions, reward, next_obs, done)):
+                traj[k].append(v)
+            obs = next_obs
+        blocks.append({k: np.stack(v, 1) for k, v in traj.items()})  # [B, T, ...]
+    out = {k: np.concatenate([b[k] for b in blocks], 0)[:num_episodes] for k in blocks[0]}
+    result = {"score": out["rewards"][..., 0].sum(1), "returns": out["rewards"].sum(1)}
+    if return_trajectory:
+        result.update(out)
+    return result
