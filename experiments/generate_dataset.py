@@ -67,6 +67,10 @@ def _define_flags():
                       "Rollout backend: jax (jitted vmapped env; MJX for HalfCheetah) or cpu "
                       "(HalfCheetah on C MuJoCo, ~3x faster than MJX on a CPU); auto = cpu "
                       "for HalfCheetah when JAX runs on CPU, jax otherwise.")
+    flags.DEFINE_string("replay_dir", None,
+                        "medium-replay only: the --snapshot_dir of the behaviour training run "
+                        "(train_behaviour saves each chunk's transitions there); read instead of "
+                        "re-running the training. Checked against the shipped medium policy.")
     flags.DEFINE_string("assets_dir", None,
                         "Directory of shipped policies (default dom2_jax/assets).")
 
@@ -139,7 +143,7 @@ def _to_dataset_arrays(ep: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return flat
 
 
-def _medium_replay(env_name, env_kwargs, num_episodes, assets_dir, log):
+def _medium_replay(env_name, env_kwargs, num_episodes, assets_dir, log, replay_dir=None):
     import jax.numpy as jnp
     from dom2_jax.online import behaviour, policies, td3 as td3_lib
     info = policies.read_returns(assets_dir).get(env_name)
@@ -155,10 +159,23 @@ def _medium_replay(env_name, env_kwargs, num_episodes, assets_dir, log):
                          "for other env settings")
     config = td3_lib.config_from_dict(tr["td3_config"])
     chunks = int(info["medium"]["chunk"])
-    log(f"medium-replay: re-running TD3 (seed {tr['seed']}) for {chunks} chunks "
-        f"({chunks * behaviour.chunk_transitions(config)} transitions)")
-    td3, trans, flat = behaviour.replay_until(env_name, env_kwargs, config, int(tr["seed"]),
-                                              chunks, log=log)
+    if replay_dir:
+        with open(os.path.join(replay_dir, "run.json")) as f:
+            run = json.load(f)
+        if (int(run["seed"]) != int(tr["seed"]) or run["td3_config"] != tr["td3_config"]
+                or dict(run.get("env_kwargs") or {}) != dict(env_kwargs)):
+            raise ValueError(f"--replay_dir {replay_dir} is not the run that trained the shipped "
+                             f"{env_name} policies (seed/config/env_kwargs differ)")
+        log(f"medium-replay: reading {chunks} saved chunks from {replay_dir}")
+        trans = behaviour.load_replay(replay_dir, chunks)
+        snap = os.path.join(replay_dir, f"chunk_{chunks:06d}.npz")
+        flat = policies.load_policy(snap)[0]
+        td3 = behaviour.make_td3(env_name, config, env_kwargs)
+    else:
+        log(f"medium-replay: re-running TD3 (seed {tr['seed']}) for {chunks} chunks "
+            f"({chunks * behaviour.chunk_transitions(config)} transitions)")
+        td3, trans, flat = behaviour.replay_until(env_name, env_kwargs, config, int(tr["seed"]),
+                                                  chunks, log=log)
     digest = policies.params_digest(flat)
     verified = digest == med_meta.get("params_sha256")
     if not verified:
@@ -171,6 +188,7 @@ def _medium_replay(env_name, env_kwargs, num_episodes, assets_dir, log):
         eps = {k: v[n_avail - num_episodes:] for k, v in eps.items()}
     eps["score"] = np.asarray(td3.env.score(jnp.asarray(eps["rewards"]))).sum(1)
     extra = dict(replay_seed=int(tr["seed"]), replay_chunks=chunks,
+                 replay_source="saved chunks" if replay_dir else "re-run",
                  replay_episodes_available=int(n_avail), replay_verified=bool(verified),
                  replay_actor_sha256=digest)
     return eps, extra
@@ -179,7 +197,7 @@ def _medium_replay(env_name, env_kwargs, num_episodes, assets_dir, log):
 def generate(env_name: str, quality: str, num_samples: int, seed: int,
              env_kwargs: Optional[dict] = None, *, sigma: float = DEFAULT_SIGMA,
              assets_dir: Optional[str] = None, command: Optional[str] = None,
-             backend: str = "auto",
+             backend: str = "auto", replay_dir: Optional[str] = None,
              log: Callable[[str], None] = print):
     """Builds the ``quality`` dataset of ``env_name`` (see the module docstring) -> Dataset.
 
@@ -234,7 +252,7 @@ def generate(env_name: str, quality: str, num_samples: int, seed: int,
             continue
         t0 = time.time()
         if src == "medium-replay":
-            ep, extra = _medium_replay(env_name, env_kwargs, n, assets_dir, log)
+            ep, extra = _medium_replay(env_name, env_kwargs, n, assets_dir, log, replay_dir)
         else:
             params = (td3.policy_params(None, uniform=True) if src == "random"
                       else td3.policy_params(pol[src][0], sigma))
@@ -287,6 +305,7 @@ def main(argv):
         ds = generate(FLAGS.env, FLAGS.quality, FLAGS.num_samples, FLAGS.seed,
                       json.loads(FLAGS.env_kwargs), sigma=FLAGS.sigma,
                       assets_dir=FLAGS.assets_dir, command=command, backend=FLAGS.backend,
+                      replay_dir=FLAGS.replay_dir,
                       log=lambda s: print(s, flush=True))
     except MissingPolicyError as e:
         raise SystemExit(f"error: {e}")

@@ -38,6 +38,10 @@ flags.DEFINE_integer("final_eval_episodes", None,
 flags.DEFINE_string("snapshot_dir", None,
                     "Write every evaluated snapshot (chunk_*.npz, atomic) and run.json here, so "
                     "a long run that dies keeps them; see --select_only.")
+flags.DEFINE_bool("save_replay", True,
+                  "With --snapshot_dir: also save every chunk's collected transitions under "
+                  "<snapshot_dir>/replay (medium-replay then needs no re-run: "
+                  "generate_dataset --replay_dir=<snapshot_dir>).")
 flags.DEFINE_bool("select_only", False,
                   "Skip training: select expert/medium from the snapshots in --snapshot_dir "
                   "(e.g. of a run that was stopped early) and write them like a full run.")
@@ -94,9 +98,13 @@ def main(argv):
                        td3_config=td3_lib.config_to_dict(config))
             policies.write_json(os.path.join(snap_dir, "run.json"), run)
             on_snapshot = lambda snap: behaviour.save_snapshot(snap_dir, snap)
+        on_chunk = None
+        if snap_dir and FLAGS.save_replay:
+            on_chunk = lambda i, state, m: behaviour.save_replay_chunk(snap_dir, i + 1, state,
+                                                                       config)
         t0 = time.time()
         snaps = behaviour.run_training(td3, FLAGS.seed, n_chunks, eval_every=FLAGS.eval_every,
-                                       on_snapshot=on_snapshot, log=log)
+                                       on_chunk=on_chunk, on_snapshot=on_snapshot, log=log)
         train_s = time.time() - t0
     final_eps = FLAGS.final_eval_episodes or (1000 if td3.env.episode_length <= 100 else 100)
     sel = behaviour.select_policies(td3, snaps, FLAGS.seed, medium_fraction=FLAGS.medium_fraction,

@@ -2,6 +2,8 @@
 deterministic given the seed, carry the paper score and provenance; missing policies fail
 clearly. Uses a freshly initialised actor written to a temporary assets dir, so the test does
 not depend on the shipped checkpoints (and all rollouts share one compiled program)."""
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -88,7 +90,13 @@ def test_medium_replay_regenerates_the_training_buffer(tmp_path):
     c.update(dict(hidden_dims=(16, 16), num_envs=4, iters_per_chunk=25, buffer_size=400,
                   start_steps=100, learning_starts=100, batch_size=32, eval_episodes=10))
     td3 = behaviour.make_td3("mpe_spread", c)
-    snaps = behaviour.run_training(td3, seed=1, num_chunks=2, log=lambda s: None)
+    snap_dir = str(tmp_path / "snapshots")   # as train_behaviour --snapshot_dir writes it
+    snaps = behaviour.run_training(
+        td3, seed=1, num_chunks=3, log=lambda s: None,
+        on_chunk=lambda i, st, m: behaviour.save_replay_chunk(snap_dir, i + 1, st, c),
+        on_snapshot=lambda snap: behaviour.save_snapshot(snap_dir, snap))
+    policies.write_json(os.path.join(snap_dir, "run.json"), dict(
+        env="mpe_spread", seed=1, env_kwargs={}, td3_config=td3_lib.config_to_dict(c)))
     flat = snaps[1]["flat_params"]
     sha = policies.params_digest(flat)
     meta = dict(env="mpe_spread", env_kwargs={}, quality="medium", hidden_dims=[16, 16],
@@ -109,3 +117,15 @@ def test_medium_replay_regenerates_the_training_buffer(tmp_path):
     small = gen.generate("mpe_spread", "medium-replay", 100, seed=0, assets_dir=d,
                          log=lambda s: None)   # the most recent 4 episodes
     np.testing.assert_array_equal(small.obs, ds.obs[100:])
+    # the transitions saved during training give the same dataset without a re-run
+    saved = gen.generate("mpe_spread", "medium-replay", 10 ** 6, seed=0, assets_dir=d,
+                         replay_dir=snap_dir, log=lambda s: None)
+    for k in ("obs", "actions", "rewards", "next_obs", "episode_returns"):
+        np.testing.assert_array_equal(getattr(saved, k), getattr(ds, k))
+    assert saved.meta["generator"]["config"]["replay_verified"]
+    assert saved.meta["generator"]["config"]["replay_source"] == "saved chunks"
+    policies.write_json(os.path.join(snap_dir, "run.json"), dict(
+        env="mpe_spread", seed=2, env_kwargs={}, td3_config=td3_lib.config_to_dict(c)))
+    with pytest.raises(ValueError, match="not the run that trained"):
+        gen.generate("mpe_spread", "medium-replay", 100, seed=0, assets_dir=d,
+                     replay_dir=snap_dir, log=lambda s: None)

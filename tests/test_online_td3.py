@@ -53,6 +53,7 @@ def test_td3_learns_toy_task_and_buffer_bookkeeping(tmp_path):
 
     def on_chunk(i, state, metrics):
         collected.append(td3_lib.buffer_slice(state, (i * 320) % c.buffer_size, 320))
+        behaviour.save_replay_chunk(str(tmp_path / "snap"), i + 1, state, c)
         assert int(state.env_steps) == (i + 1) * 320
         assert int(state.buf_size) == min((i + 1) * 320, c.buffer_size)
 
@@ -78,6 +79,11 @@ def test_td3_learns_toy_task_and_buffer_bookkeeping(tmp_path):
     t = {k: np.concatenate([p[k] for p in collected]) for k in collected[0]}
     assert t["obs"].shape == (6 * 320, 2, 2)
     want = -((t["actions"] - t["obs"]) ** 2).sum(-1)
+    # the per-chunk replay files (train_behaviour --save_replay) hold the same transitions
+    replay = behaviour.load_replay(str(tmp_path / "snap"), 6)
+    assert replay["obs"].shape == (6 * 40, 8, 2, 2)   # [iterations, envs, agents, obs]
+    for k in t:
+        np.testing.assert_array_equal(replay[k].reshape(t[k].shape), t[k])
     np.testing.assert_allclose(t["rewards"], want, rtol=1e-5, atol=1e-6)
     assert np.all(np.abs(t["actions"]) <= 1.0)
     # snapshots round-trip through the .npz format (no pickle) bit-exactly

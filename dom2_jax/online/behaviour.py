@@ -82,6 +82,37 @@ def save_snapshot(directory: str, snap: Dict[str, Any]) -> str:
     return path
 
 
+REPLAY_SUBDIR = "replay"
+
+
+def save_replay_chunk(directory: str, chunk: int, state, config) -> str:
+    """Writes the transitions chunk ``chunk`` (1-based) collected, in collection order
+    [iters_per_chunk, num_envs, ...], to ``<directory>/replay/chunk_<chunk>.npz`` (atomic), so
+    medium-replay needs no re-run of the training (``load_replay``)."""
+    from dom2_jax.online import policies
+    E, I = int(config.num_envs), int(config.iters_per_chunk)
+    start = ((chunk - 1) * I * E) % int(config.buffer_size)
+    sl = td3_lib.buffer_slice(state, start, I * E)
+    arrays = {k: v.reshape((I, E) + v.shape[1:]) for k, v in sl.items()}
+    path = os.path.join(directory, REPLAY_SUBDIR, f"chunk_{int(chunk):06d}.npz")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    policies._atomic_write(path, lambda f: np.savez(f, **arrays))
+    return path
+
+
+def load_replay(directory: str, num_chunks: int) -> Dict[str, np.ndarray]:
+    """Chunks 1..num_chunks saved by ``save_replay_chunk``, concatenated like ``replay_until``'s
+    transitions ([I, E, ...] in collection order)."""
+    parts = []
+    for c in range(1, int(num_chunks) + 1):
+        path = os.path.join(directory, REPLAY_SUBDIR, f"chunk_{c:06d}.npz")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"replay chunk {c} of {num_chunks} missing: {path}")
+        with np.load(path, allow_pickle=False) as z:
+            parts.append({k: np.asarray(z[k]) for k in z.files})
+    return {k: np.concatenate([p[k] for p in parts], 0) for k in parts[0]}
+
+
 def load_snapshots(directory: str) -> List[Dict[str, Any]]:
     """The snapshots ``save_snapshot`` wrote into ``directory``, in chunk order."""
     from dom2_jax.online import policies
