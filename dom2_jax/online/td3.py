@@ -82,6 +82,7 @@ def default_config(env_name: str = "mpe_spread") -> ml_collections.ConfigDict:
     c.start_steps = 25_000       # transitions with uniform random actions at the start
     c.learning_starts = 25_000   # transitions stored before the first update
     c.eval_episodes = 100
+    c.central_critic = False     # True: MATD3-style critics Q_j(o_1..o_A, a_1..a_A)
     if env_name.startswith("mamujoco"):
         c.hidden_dims = (256, 256)
         c.actor_lr = 3e-4
@@ -198,6 +199,9 @@ class TD3:
         actor = self.init_actor(k_actor)
         dummy_o = jnp.zeros((self.obs_dim,), jnp.float32)
         dummy_a = jnp.zeros((self.act_dim,), jnp.float32)
+        if c.central_critic:
+            dummy_o = jnp.zeros((self.num_agents * self.obs_dim,), jnp.float32)
+            dummy_a = jnp.zeros((self.num_agents * self.act_dim,), jnp.float32)
         critic = jax.vmap(lambda k: self.critic_net.init(k, dummy_o, dummy_a))(
             jax.random.split(k_critic, self.num_agents))
         obs, env_state = jax.vmap(env.reset)(jax.random.split(k_env, c.num_envs))
@@ -245,6 +249,58 @@ class TD3:
         updates, actor_opt = self.actor_tx.update(grads, actor_opt, actor)
         return optax.apply_updates(actor, updates), actor_opt, loss
 
+    def _central_critic_step(self, critic, critic_opt, critic_targ, o, a, r, o2, a2):
+        """Agent j's critic step with the joint inputs o/o2 [B, A*obs], a/a2 [B, A*act]."""
+        c = self.config
+        y = jax.lax.stop_gradient(r + c.gamma * self.critic_net.apply(critic_targ, o2, a2).min(0))
+
+        def loss_fn(p):
+            q = self.critic_net.apply(p, o, a)
+            return ((q - y[None]) ** 2).mean(1).sum(), q[0].mean()
+
+        (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic)
+        updates, critic_opt = self.critic_tx.update(grads, critic_opt, critic)
+        return optax.apply_updates(critic, updates), critic_opt, loss, q_mean
+
+    def _central_actor_step(self, actor, actor_opt, critic, obs_j, o, a, j):
+        """Agent j's actor step: Q_j^1(o, a with agent j's slot replaced by pi_j(o_j))."""
+        B = o.shape[0]
+
+        def loss_fn(p):
+            a_j = self.actor_net.apply(p, obs_j)
+            joint = a.reshape(B, self.num_agents, self.act_dim).at[:, j].set(a_j)
+            return -self.critic_net.apply(critic, o, joint.reshape(B, -1))[0].mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(actor)
+        updates, actor_opt = self.actor_tx.update(grads, actor_opt, actor)
+        return optax.apply_updates(actor, updates), actor_opt, loss
+
+    def _critic_steps(self, state: TD3State, batch, key):
+        """All agents' critic steps: independent (Q_j(o_j, a_j)) or central (MATD3)."""
+        c, A = self.config, self.num_agents
+        if not c.central_critic:
+            return jax.vmap(self._agent_critic_step)(
+                state.critic, state.critic_opt, state.actor_targ, state.critic_targ, batch,
+                jax.random.split(key, A))
+        joint = lambda x: _agents_last(x).reshape(x.shape[1], -1)  # [A, B, d] -> [B, A*d]
+        noise = jnp.clip(c.policy_noise * jax.random.normal(key, batch["actions"].shape),
+                         -c.noise_clip, c.noise_clip)
+        a2 = jnp.clip(jax.vmap(self.actor_net.apply)(state.actor_targ, batch["next_obs"])
+                      + noise, -1.0, 1.0)
+        shared = (joint(batch["obs"]), joint(batch["actions"]), batch["rewards"],
+                  joint(batch["next_obs"]), joint(a2))
+        return jax.vmap(self._central_critic_step, in_axes=(0, 0, 0, None, None, 0, None, None))(
+            state.critic, state.critic_opt, state.critic_targ, *shared)
+
+    def _actor_steps(self, state: TD3State, critic, batch):
+        if not self.config.central_critic:
+            return jax.vmap(self._agent_actor_step)(state.actor, state.actor_opt, critic,
+                                                    batch["obs"])
+        joint = lambda x: _agents_last(x).reshape(x.shape[1], -1)
+        return jax.vmap(self._central_actor_step, in_axes=(0, 0, 0, 0, None, None, 0))(
+            state.actor, state.actor_opt, critic, batch["obs"], joint(batch["obs"]),
+            joint(batch["actions"]), jnp.arange(self.num_agents))
+
     def update(self, state: TD3State, key: Array) -> Tuple[TD3State, Dict[str, Array]]:
         """One TD3 update of every agent from a uniform batch of the replay buffer."""
         c = self.config
@@ -252,14 +308,11 @@ class TD3:
         idx = jax.random.randint(k_idx, (c.batch_size,), 0, jnp.maximum(state.buf_size, 1))
         batch = {k: _agents_first(v[idx]) if v.ndim == 3 else v[idx].T
                  for k, v in state.buffer.items()}
-        critic, critic_opt, c_loss, q_mean = jax.vmap(self._agent_critic_step)(
-            state.critic, state.critic_opt, state.actor_targ, state.critic_targ, batch,
-            jax.random.split(k_noise, self.num_agents))
+        critic, critic_opt, c_loss, q_mean = self._critic_steps(state, batch, k_noise)
         num_updates = state.num_updates + 1
 
         def actor_and_targets(_):
-            actor, actor_opt, a_loss = jax.vmap(self._agent_actor_step)(
-                state.actor, state.actor_opt, critic, batch["obs"])
+            actor, actor_opt, a_loss = self._actor_steps(state, critic, batch)
             return (actor, actor_opt, soft_update(state.actor_targ, actor, c.tau),
                     soft_update(state.critic_targ, critic, c.tau), a_loss.mean())
 
