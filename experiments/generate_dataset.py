@@ -162,7 +162,8 @@ def _medium_replay(env_name, env_kwargs, num_episodes, assets_dir, log, replay_d
     if replay_dir:
         with open(os.path.join(replay_dir, "run.json")) as f:
             run = json.load(f)
-        if (int(run["seed"]) != int(tr["seed"]) or run["td3_config"] != tr["td3_config"]
+        if (int(run["seed"]) != int(tr["seed"])
+                or not td3_lib.same_config(run["td3_config"], tr["td3_config"])
                 or dict(run.get("env_kwargs") or {}) != dict(env_kwargs)):
             raise ValueError(f"--replay_dir {replay_dir} is not the run that trained the shipped "
                              f"{env_name} policies (seed/config/env_kwargs differ)")

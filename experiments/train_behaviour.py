@@ -80,7 +80,7 @@ def main(argv):
             if run[k] != mine:
                 raise app.UsageError(f"--select_only: {snap_dir} was trained with {k}="
                                      f"{run[k]!r}, not {mine!r}")
-        if td3_lib.config_to_dict(config) != run["td3_config"]:
+        if not td3_lib.same_config(td3_lib.config_to_dict(config), run["td3_config"]):
             raise app.UsageError(f"--select_only: the TD3 config differs from {snap_dir}'s")
         snaps = behaviour.load_snapshots(snap_dir)
         n_chunks = int(snaps[-1]["chunk"])

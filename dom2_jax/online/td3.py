@@ -105,10 +105,19 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
+# fields added after policies were shipped, with the value those runs used
+_LATER_FIELDS = {"central_critic": False}
+
+
 def config_from_dict(d: dict) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict(dict(d))
+    c = ml_collections.ConfigDict({**_LATER_FIELDS, **dict(d)})
     c.hidden_dims = tuple(c.hidden_dims)
     return c
+
+
+def same_config(a: dict, b: dict) -> bool:
+    """Config dicts equal once fields added later are filled with their old defaults."""
+    return {**_LATER_FIELDS, **a} == {**_LATER_FIELDS, **b}
 
 
 # ----------------------------------------------------------------------------- state
