@@ -365,3 +365,12 @@ def test_rollout_batch_on_c_mujoco():
         behaviour.resolve_backend(make("mpe_spread"), "cpu")
     with pytest.raises(ValueError, match="unknown rollout backend"):
         behaviour.resolve_backend(hc, "gpu")
+
+
+def test_global_state_is_the_single_agent_observation(env):
+    """Centralised critics see (qpos[1:], qvel): 17 dims, incl. the body velocity."""
+    _, state = env.reset(jax.random.PRNGKey(0))
+    g = np.asarray(env.global_state(state))
+    assert g.shape == (17,)
+    np.testing.assert_array_equal(g, np.concatenate([np.asarray(state.qpos)[1:],
+                                                     np.asarray(state.qvel)]))

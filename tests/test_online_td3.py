@@ -117,7 +117,8 @@ def test_central_critic_td3_learns_toy_task():
     td3 = td3_lib.TD3(env, c)
     state = td3.init(jax.random.PRNGKey(0))
     shapes = [x.shape for x in jax.tree.leaves(state.critic)]
-    assert (2, 2 * 2 + 2 * 2, 32) in shapes       # [agents, A*obs + A*act, hidden]
+    assert (2, 2 * 2 + 2 * 2, 32) in shapes       # [agents, state (A*obs) + A*act, hidden]
+    assert state.buffer["state"].shape == (c.buffer_size, 4)
     snaps = behaviour.run_training(td3, seed=0, num_chunks=6, eval_every=3, log=lambda s: None)
     assert snaps[0]["score"] < snaps[-1]["score"] and snaps[-1]["score"] > -0.4, \
         [s["score"] for s in snaps]

@@ -15,6 +15,11 @@ Shapes (one environment; add leading axes with ``jax.vmap``):
 ``env.score(rewards)`` maps a per-step reward vector [..., num_agents] to the per-step
 contribution to the score the papers report (spread: mean over agents; tag/world: predator 0;
 HalfCheetah: the team reward). Summing it over an episode gives the episode score.
+
+``env.global_state(state)`` [state_dim] is what a centralised critic may see during training
+(decentralised actors never do): by default all agents' observations concatenated; HalfCheetah
+returns the single-agent HalfCheetah observation (qpos[1:], qvel: 17 dims, with the body
+velocity no agent observes under obsk 0).
 """
 from __future__ import annotations
 
@@ -47,6 +52,12 @@ class Env(abc.ABC):
     def score(self, reward: Array) -> Array:
         """Per-step score contribution from a reward vector [..., num_agents]."""
         return reward.mean(axis=-1)
+
+    def global_state(self, state: Any, obs: Array) -> Array:
+        """Training-time state features [state_dim] (default: ``obs.reshape(-1)``); ``obs``
+        is the observation of ``state`` (passed so the default needs no recomputation)."""
+        del state
+        return obs.reshape(-1)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, num_agents={self.num_agents}, "

@@ -82,7 +82,7 @@ def default_config(env_name: str = "mpe_spread") -> ml_collections.ConfigDict:
     c.start_steps = 25_000       # transitions with uniform random actions at the start
     c.learning_starts = 25_000   # transitions stored before the first update
     c.eval_episodes = 100
-    c.central_critic = False     # True: MATD3-style critics Q_j(o_1..o_A, a_1..a_A)
+    c.central_critic = False     # True: MATD3-style critics Q_j(s, a_1..a_A), s = global state
     if env_name.startswith("mamujoco"):
         c.hidden_dims = (256, 256)
         c.actor_lr = 3e-4
@@ -176,6 +176,10 @@ class TD3:
         if c.iters_per_chunk * c.num_envs > c.buffer_size:
             raise ValueError("one chunk must fit in the replay buffer")
         self.num_agents, self.obs_dim, self.act_dim = env.num_agents, env.obs_dim, env.act_dim
+        self.central = bool(c.get("central_critic", False))
+        if self.central:
+            o, st = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+            self.state_dim = int(jax.eval_shape(env.global_state, st, o).shape[-1])
         self.actor_net = DeterministicActor(self.act_dim, tuple(c.hidden_dims))
         self.critic_net = DoubleCritic(tuple(c.hidden_dims))
 
@@ -208,8 +212,8 @@ class TD3:
         actor = self.init_actor(k_actor)
         dummy_o = jnp.zeros((self.obs_dim,), jnp.float32)
         dummy_a = jnp.zeros((self.act_dim,), jnp.float32)
-        if c.central_critic:
-            dummy_o = jnp.zeros((self.num_agents * self.obs_dim,), jnp.float32)
+        if self.central:
+            dummy_o = jnp.zeros((self.state_dim,), jnp.float32)
             dummy_a = jnp.zeros((self.num_agents * self.act_dim,), jnp.float32)
         critic = jax.vmap(lambda k: self.critic_net.init(k, dummy_o, dummy_a))(
             jax.random.split(k_critic, self.num_agents))
@@ -221,6 +225,9 @@ class TD3:
             "rewards": jnp.zeros((cap, na), jnp.float32),
             "next_obs": jnp.zeros((cap, na, self.obs_dim), jnp.float32),
         }
+        if self.central:  # global state features of the central critics
+            buffer["state"] = jnp.zeros((cap, self.state_dim), jnp.float32)
+            buffer["next_state"] = jnp.zeros((cap, self.state_dim), jnp.float32)
         zero_i = jnp.zeros((), jnp.int32)
         return TD3State(
             actor=actor, critic=critic, actor_targ=actor, critic_targ=critic,
@@ -259,7 +266,8 @@ class TD3:
         return optax.apply_updates(actor, updates), actor_opt, loss
 
     def _central_critic_step(self, critic, critic_opt, critic_targ, o, a, r, o2, a2):
-        """Agent j's critic step with the joint inputs o/o2 [B, A*obs], a/a2 [B, A*act]."""
+        """Agent j's critic step on global states o/o2 [B, state_dim] and joint actions a/a2
+        [B, A*act]."""
         c = self.config
         y = jax.lax.stop_gradient(r + c.gamma * self.critic_net.apply(critic_targ, o2, a2).min(0))
 
@@ -272,7 +280,7 @@ class TD3:
         return optax.apply_updates(critic, updates), critic_opt, loss, q_mean
 
     def _central_actor_step(self, actor, actor_opt, critic, obs_j, o, a, j):
-        """Agent j's actor step: Q_j^1(o, a with agent j's slot replaced by pi_j(o_j))."""
+        """Agent j's actor step: Q_j^1(s, a with agent j's slot replaced by pi_j(o_j))."""
         B = o.shape[0]
 
         def loss_fn(p):
@@ -287,7 +295,7 @@ class TD3:
     def _critic_steps(self, state: TD3State, batch, key):
         """All agents' critic steps: independent (Q_j(o_j, a_j)) or central (MATD3)."""
         c, A = self.config, self.num_agents
-        if not c.central_critic:
+        if not self.central:
             return jax.vmap(self._agent_critic_step)(
                 state.critic, state.critic_opt, state.actor_targ, state.critic_targ, batch,
                 jax.random.split(key, A))
@@ -296,18 +304,18 @@ class TD3:
                          -c.noise_clip, c.noise_clip)
         a2 = jnp.clip(jax.vmap(self.actor_net.apply)(state.actor_targ, batch["next_obs"])
                       + noise, -1.0, 1.0)
-        shared = (joint(batch["obs"]), joint(batch["actions"]), batch["rewards"],
-                  joint(batch["next_obs"]), joint(a2))
+        shared = (batch["state"], joint(batch["actions"]), batch["rewards"],
+                  batch["next_state"], joint(a2))
         return jax.vmap(self._central_critic_step, in_axes=(0, 0, 0, None, None, 0, None, None))(
             state.critic, state.critic_opt, state.critic_targ, *shared)
 
     def _actor_steps(self, state: TD3State, critic, batch):
-        if not self.config.central_critic:
+        if not self.central:
             return jax.vmap(self._agent_actor_step)(state.actor, state.actor_opt, critic,
                                                     batch["obs"])
         joint = lambda x: _agents_last(x).reshape(x.shape[1], -1)
         return jax.vmap(self._central_actor_step, in_axes=(0, 0, 0, 0, None, None, 0))(
-            state.actor, state.actor_opt, critic, batch["obs"], joint(batch["obs"]),
+            state.actor, state.actor_opt, critic, batch["obs"], batch["state"],
             joint(batch["actions"]), jnp.arange(self.num_agents))
 
     def update(self, state: TD3State, key: Array) -> Tuple[TD3State, Dict[str, Array]]:
@@ -315,7 +323,8 @@ class TD3:
         c = self.config
         k_idx, k_noise = jax.random.split(key)
         idx = jax.random.randint(k_idx, (c.batch_size,), 0, jnp.maximum(state.buf_size, 1))
-        batch = {k: _agents_first(v[idx]) if v.ndim == 3 else v[idx].T
+        batch = {k: v[idx] if k in ("state", "next_state")          # [B, state_dim]
+                 else _agents_first(v[idx]) if v.ndim == 3 else v[idx].T   # [A, B, ...]
                  for k, v in state.buffer.items()}
         critic, critic_opt, c_loss, q_mean = self._critic_steps(state, batch, k_noise)
         num_updates = state.num_updates + 1
@@ -350,6 +359,9 @@ class TD3:
             jax.random.split(k_env, E), state.env_state, a)
         # 2. store (ring buffer; buffer_size is a multiple of E so a write never wraps)
         new = {"obs": state.obs, "actions": a, "rewards": reward, "next_obs": next_obs}
+        if self.central:
+            new["state"] = jax.vmap(env.global_state)(state.env_state, state.obs)
+            new["next_state"] = jax.vmap(env.global_state)(env_state, next_obs)
         buffer = {k: jax.lax.dynamic_update_slice_in_dim(state.buffer[k], new[k], state.buf_ptr,
                                                          axis=0) for k in new}
         buf_ptr = (state.buf_ptr + E) % c.buffer_size

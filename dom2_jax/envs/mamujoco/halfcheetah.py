@@ -155,6 +155,12 @@ class HalfCheetah2x3(api.Env):
                 "reward_forward": forward, "reward_ctrl": -ctrl_cost}
         return self.observe(new_state), new_state, reward, t >= self.episode_length, info
 
+    def global_state(self, state: HalfCheetahState, obs: Array = None) -> Array:
+        """[17] the single-agent HalfCheetah observation (qpos[1:], qvel) for centralised
+        critics: it holds the body velocity the reward depends on, which no obsk-0 agent sees."""
+        del obs
+        return jnp.concatenate([state.qpos[..., 1:], state.qvel], axis=-1)
+
     def score(self, reward: Array) -> Array:
         """Team reward: reward[..., 0] (all agents get the same reward)."""
         return reward[..., 0]
