@@ -61,7 +61,8 @@ def default_config(env_name: str = "mpe_spread") -> ml_collections.ConfigDict:
     landmark, score ~63 < random ~160) and stayed there for 200k transitions, while 1e-3
     left it after ~150k and reached the expert level (see notes/datasets.md).
     HalfCheetah: OMAR/TD3 MuJoCo settings (hidden 256, lr 3e-4, batch 256, gamma 0.99,
-    tau 0.005, one update per environment transition).
+    tau 0.005, one update per environment transition) with centralised critics
+    Q_j(s, a_1, a_2) on the global state (MATD3-style; actors stay decentralised).
     """
     c = ml_collections.ConfigDict()
     c.hidden_dims = (64, 64)
@@ -97,6 +98,10 @@ def default_config(env_name: str = "mpe_spread") -> ml_collections.ConfigDict:
         c.start_steps = 10_000
         c.learning_starts = 10_000
         c.eval_episodes = 10
+        # Independent critics Q_j(o_j, a_j) stalled near 0 (standing still) for 90k
+        # transitions: the reward is the body's forward velocity, which no obsk-0 agent
+        # observes. Central critics on the global state (CTDE, MATD3) see it.
+        c.central_critic = True
     return c
 
 
