@@ -122,3 +122,27 @@ def test_central_critic_td3_learns_toy_task():
     snaps = behaviour.run_training(td3, seed=0, num_chunks=6, eval_every=3, log=lambda s: None)
     assert snaps[0]["score"] < snaps[-1]["score"] and snaps[-1]["score"] > -0.4, \
         [s["score"] for s in snaps]
+
+
+def test_shipped_policies_match_their_records():
+    """Every shipped behaviour policy loads, matches the digest and dims recorded in
+    behaviour_returns.json; the HalfCheetah expert runs (C MuJoCo, 2 episodes) near its
+    recorded score (3414.6 +- 95.8 over 100 episodes)."""
+    import jax.numpy as jnp
+    returns = policies.read_returns()
+    for env_name, entry in returns.items():
+        for q in ("expert", "medium"):
+            flat, meta = policies.require_policy(env_name, q)
+            assert policies.params_digest(flat) == entry[q]["params_sha256"], (env_name, q)
+            assert meta["quality"] == q and meta["env"] == env_name
+            kernel0 = [v for k, v in flat.items() if k.endswith("Dense_0/kernel")][0]
+            assert kernel0.shape == (meta["num_agents"], meta["obs_dim"], meta["hidden_dims"][0])
+        assert entry["random"]["score"] < entry["medium"]["score"] < entry["expert"]["score"]
+    hc = "mamujoco_halfcheetah_2x3"
+    assert returns[hc]["training"]["td3_config"]["central_critic"] is True
+    from dom2_jax.envs.mamujoco.cpu import HalfCheetahCPU, rollout_batch
+    td3 = behaviour.make_td3(hc, td3_lib.default_config(hc))
+    flat, _ = policies.require_policy(hc, "expert")
+    params = td3.policy_params(jax.tree.map(jnp.asarray, td3_lib.unflatten_params(flat)))
+    out = rollout_batch(HalfCheetahCPU(2), td3.policy_fn, params, jax.random.PRNGKey(0), 2)
+    assert out["score"].mean() > 3000.0, out["score"]

@@ -28,8 +28,10 @@ class MissingPolicyError(FileNotFoundError):
 
 
 def train_command(env_name: str) -> str:
-    steps = 1_000_000 if env_name.startswith("mamujoco") else 2_000_000
-    return (f"python -m experiments.train_behaviour --env={env_name} --steps={steps} --seed=0")
+    if env_name.startswith("mamujoco"):  # the shipped HalfCheetah policies: 200k transitions
+        return (f"python -m experiments.train_behaviour --env={env_name} --steps=200000 "
+                f"--seed=0 --eval_every=10 --snapshot_dir=runs/behaviour_{env_name}")
+    return f"python -m experiments.train_behaviour --env={env_name} --steps=2000000 --seed=0"
 
 
 def policy_path(env_name: str, quality: str, assets_dir: Optional[str] = None) -> str:
