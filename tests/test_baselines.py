@@ -284,7 +284,9 @@ def test_contract_shapes_and_trainer(algo, tiny_spread):
 def test_configs_follow_omar_tables_and_errors_are_clear():
     c, _ = resolve_config("macql", "mpe_spread", "medium", None)
     assert c.agent.zeta == 5.0 and c.agent.gamma == 0.95 and c.agent.actor_hidden == (64, 64)
-    assert c.agent.batch_size == 1024 and c.agent.actor_lr == 0.01 and c.num_updates == 2000
+    # lr: 1e-3, a documented deviation from OMAR's 0.01 (diverged; experiments/configs/macql.py)
+    assert c.agent.batch_size == 1024 and c.agent.actor_lr == 1e-3 and c.num_updates == 2000
+    assert resolve_config("omar", "mpe_spread", "medium", None)[0].agent.actor_lr == 0.01
     c, _ = resolve_config("macql", "mpe_spread", "random", None)
     assert c.agent.zeta == 0.5 and c.num_updates == 6000
     c, _ = resolve_config("omar", "mpe_world", "medium", None)

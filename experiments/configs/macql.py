@@ -11,12 +11,14 @@ from experiments.configs import common
 # update per 100 environment "steps" of its loop: 200k steps -> 2,000 updates (spread random:
 # 600k -> 6,000). MuJoCo: hidden 256, lr 3e-4, tau 0.005, batch 256, 1e6 steps with one update
 # per 10 -> 100,000 updates.
-# Deviation: Adam lr 1e-3 on MPE, not OMAR's 0.01. At 0.01 our MA-CQL diverged on spread expert
-# (the actor ascends the critic's errors: Q on data fell from +80 to -93; final score 150, below
-# the random data's 159); at 1e-3 the same quick run reaches 416 (2 seeds; BUILD_NOTES).
-MPE = {"agent.actor_hidden": (64, 64), "agent.critic_hidden": (64, 64), "agent.actor_lr": 1e-3,
-       "agent.critic_lr": 1e-3, "agent.rho": 0.01, "agent.batch_size": 1024,
-       "num_updates": 2_000, "eval_every": 500}
+OMAR_MPE = {"agent.actor_hidden": (64, 64), "agent.critic_hidden": (64, 64),
+            "agent.actor_lr": 0.01, "agent.critic_lr": 0.01, "agent.rho": 0.01,
+            "agent.batch_size": 1024, "num_updates": 2_000, "eval_every": 500}
+# Deviation for MA-CQL: Adam lr 1e-3 on MPE, not OMAR's 0.01 (OMAR itself keeps 0.01). At 0.01
+# our MA-CQL diverged on spread expert (the actor ascends the critic's errors: Q on data fell
+# from +80 to -93; final score 150, below the random data's 159); at 1e-3 the same quick run
+# reaches 416 (2 seeds; BUILD_NOTES).
+MPE = {**OMAR_MPE, "agent.actor_lr": 1e-3, "agent.critic_lr": 1e-3}
 MUJOCO = {"agent.actor_hidden": (256, 256), "agent.critic_hidden": (256, 256),
           "agent.actor_lr": 3e-4, "agent.critic_lr": 3e-4, "agent.rho": 0.005,
           "agent.batch_size": 256, "num_updates": 100_000, "eval_every": 5_000}

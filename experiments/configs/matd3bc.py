@@ -8,7 +8,7 @@ deterministic-actor baselines differ only in their losses. alpha is not tuned pe
 """
 from dom2_jax.algos import matd3bc
 from experiments.configs import common
-from experiments.configs.macql import MPE
+from experiments.configs.macql import OMAR_MPE as MPE  # lr 0.01 (MA-CQL alone uses 1e-3)
 
 MUJOCO = {"agent.actor_hidden": (256, 256), "agent.critic_hidden": (256, 256),
           "agent.actor_lr": 3e-4, "agent.critic_lr": 3e-4, "agent.rho": 0.005,

@@ -5,7 +5,8 @@ Per-task values follow OMAR's public code (``ling-pan/OMAR``; see notes/baseline
 """
 from dom2_jax.algos import omar
 from experiments.configs import common
-from experiments.configs.macql import MPE, MUJOCO, ZETA, per_quality
+from experiments.configs.macql import MUJOCO, ZETA, per_quality
+from experiments.configs.macql import OMAR_MPE as MPE
 
 # OMAR code: MPE uses the Gaussian search (3 iterations x 10 samples, softmax refit), MuJoCo the
 # CEM (2 iterations x 20 samples, 5 elites); mu0 = 0 and sigma0 = 2 for both.
