@@ -244,6 +244,21 @@ class TD3:
             num_updates=zero_i, key=key)
 
     # ------------------------------------------------------------------ update
+    def _critic_regression(self, critic, critic_opt, o, a, y):
+        """One Adam step of the twin critics on sum_k E (Q_k(o, a) - y)^2 (y: no gradient)."""
+        def loss_fn(p):
+            q = self.critic_net.apply(p, o, a)
+            return ((q - y[None]) ** 2).mean(1).sum(), q[0].mean()
+
+        (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic)
+        updates, critic_opt = self.critic_tx.update(grads, critic_opt, critic)
+        return optax.apply_updates(critic, updates), critic_opt, loss, q_mean
+
+    def _actor_ascent(self, actor, actor_opt, loss_fn):
+        loss, grads = jax.value_and_grad(loss_fn)(actor)
+        updates, actor_opt = self.actor_tx.update(grads, actor_opt, actor)
+        return optax.apply_updates(actor, updates), actor_opt, loss
+
     def _agent_critic_step(self, critic, critic_opt, actor_targ, critic_targ, batch, key):
         c = self.config
         o, a, r, o2 = batch["obs"], batch["actions"], batch["rewards"], batch["next_obs"]
@@ -252,37 +267,18 @@ class TD3:
         a2 = jnp.clip(self.actor_net.apply(actor_targ, o2) + noise, -1.0, 1.0)
         q_targ = self.critic_net.apply(critic_targ, o2, a2).min(0)
         y = jax.lax.stop_gradient(r + c.gamma * q_targ)  # never a true terminal (see docstring)
-
-        def loss_fn(p):
-            q = self.critic_net.apply(p, o, a)
-            return ((q - y[None]) ** 2).mean(1).sum(), q[0].mean()
-
-        (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic)
-        updates, critic_opt = self.critic_tx.update(grads, critic_opt, critic)
-        return optax.apply_updates(critic, updates), critic_opt, loss, q_mean
+        return self._critic_regression(critic, critic_opt, o, a, y)
 
     def _agent_actor_step(self, actor, actor_opt, critic, obs):
-        def loss_fn(p):
-            a = self.actor_net.apply(p, obs)
-            return -self.critic_net.apply(critic, obs, a)[0].mean()
-
-        loss, grads = jax.value_and_grad(loss_fn)(actor)
-        updates, actor_opt = self.actor_tx.update(grads, actor_opt, actor)
-        return optax.apply_updates(actor, updates), actor_opt, loss
+        return self._actor_ascent(actor, actor_opt, lambda p: -self.critic_net.apply(
+            critic, obs, self.actor_net.apply(p, obs))[0].mean())
 
     def _central_critic_step(self, critic, critic_opt, critic_targ, o, a, r, o2, a2):
         """Agent j's critic step on global states o/o2 [B, state_dim] and joint actions a/a2
         [B, A*act]."""
         c = self.config
         y = jax.lax.stop_gradient(r + c.gamma * self.critic_net.apply(critic_targ, o2, a2).min(0))
-
-        def loss_fn(p):
-            q = self.critic_net.apply(p, o, a)
-            return ((q - y[None]) ** 2).mean(1).sum(), q[0].mean()
-
-        (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic)
-        updates, critic_opt = self.critic_tx.update(grads, critic_opt, critic)
-        return optax.apply_updates(critic, updates), critic_opt, loss, q_mean
+        return self._critic_regression(critic, critic_opt, o, a, y)
 
     def _central_actor_step(self, actor, actor_opt, critic, obs_j, o, a, j):
         """Agent j's actor step: Q_j^1(s, a with agent j's slot replaced by pi_j(o_j))."""
@@ -293,9 +289,7 @@ class TD3:
             joint = a.reshape(B, self.num_agents, self.act_dim).at[:, j].set(a_j)
             return -self.critic_net.apply(critic, o, joint.reshape(B, -1))[0].mean()
 
-        loss, grads = jax.value_and_grad(loss_fn)(actor)
-        updates, actor_opt = self.actor_tx.update(grads, actor_opt, actor)
-        return optax.apply_updates(actor, updates), actor_opt, loss
+        return self._actor_ascent(actor, actor_opt, loss_fn)
 
     def _critic_steps(self, state: TD3State, batch, key):
         """All agents' critic steps: independent (Q_j(o_j, a_j)) or central (MATD3)."""
