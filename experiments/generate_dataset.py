@@ -22,7 +22,8 @@ on CPU), on C MuJoCo by ``dom2_jax.envs.mamujoco.cpu.rollout_batch`` (~3x faster
 there; the backend is recorded in the metadata). The key of block b of part p is
 fold_in(fold_in(PRNGKey(seed), p), b), so the dataset is a deterministic function of (env,
 env_kwargs, quality, num_samples, seed, sigma, backend). ``episode_returns`` holds the env's
-paper score (sum of ``env.score``); ``dones`` are all False (our envs only truncate). ``meta.reference_returns`` = {random: uniform policy,
+paper score (sum of ``env.score``); ``dones`` are all False (our envs only truncate).
+``meta.reference_returns`` = {random: uniform policy,
 expert: shipped expert without noise}, each the mean over ``reference_episodes`` (>= 100)
 episodes with a fixed key (the same for every seed and quality).
 
@@ -162,11 +163,11 @@ def _medium_replay(env_name, env_kwargs, num_episodes, assets_dir, log, replay_d
     if replay_dir:
         with open(os.path.join(replay_dir, "run.json")) as f:
             run = json.load(f)
-        if (int(run["seed"]) != int(tr["seed"])
-                or not td3_lib.same_config(run["td3_config"], tr["td3_config"])
-                or dict(run.get("env_kwargs") or {}) != dict(env_kwargs)):
+        why = behaviour.run_mismatch(run, seed=tr["seed"], td3_config=tr["td3_config"],
+                                     env_kwargs=env_kwargs)
+        if why:
             raise ValueError(f"--replay_dir {replay_dir} is not the run that trained the shipped "
-                             f"{env_name} policies (seed/config/env_kwargs differ)")
+                             f"{env_name} policies: it has {why}")
         log(f"medium-replay: reading {chunks} saved chunks from {replay_dir}")
         trans = behaviour.load_replay(replay_dir, chunks)
         snap = os.path.join(replay_dir, f"chunk_{chunks:06d}.npz")

@@ -75,13 +75,10 @@ def main(argv):
             raise app.UsageError("--select_only needs --snapshot_dir")
         with open(os.path.join(snap_dir, "run.json")) as f:
             run = json.load(f)
-        for k in ("env", "seed", "env_kwargs"):
-            mine = {"env": FLAGS.env, "seed": FLAGS.seed, "env_kwargs": env_kwargs}[k]
-            if run[k] != mine:
-                raise app.UsageError(f"--select_only: {snap_dir} was trained with {k}="
-                                     f"{run[k]!r}, not {mine!r}")
-        if not td3_lib.same_config(td3_lib.config_to_dict(config), run["td3_config"]):
-            raise app.UsageError(f"--select_only: the TD3 config differs from {snap_dir}'s")
+        why = behaviour.run_mismatch(run, seed=FLAGS.seed, env=FLAGS.env, env_kwargs=env_kwargs,
+                                     td3_config=td3_lib.config_to_dict(config))
+        if why:
+            raise app.UsageError(f"--select_only: {snap_dir} was trained with {why}")
         snaps = behaviour.load_snapshots(snap_dir)
         n_chunks = int(snaps[-1]["chunk"])
         train_s = float(snaps[-1].get("wall_s", float("nan")))

@@ -85,15 +85,36 @@ def save_snapshot(directory: str, snap: Dict[str, Any]) -> str:
 REPLAY_SUBDIR = "replay"
 
 
-def save_replay_chunk(directory: str, chunk: int, state, config) -> str:
-    """Writes the transitions chunk ``chunk`` (1-based) collected, in collection order
-    [iters_per_chunk, num_envs, ...], to ``<directory>/replay/chunk_<chunk>.npz`` (atomic), so
-    medium-replay needs no re-run of the training (``load_replay``)."""
-    from dom2_jax.online import policies
+def chunk_transitions_of(state, chunk: int, config) -> Dict[str, np.ndarray]:
+    """Host copy of the transitions chunk ``chunk`` (1-based) collected, in collection order
+    [iters_per_chunk, num_envs, ...] (read from the ring buffer right after that chunk)."""
     E, I = int(config.num_envs), int(config.iters_per_chunk)
     start = ((chunk - 1) * I * E) % int(config.buffer_size)
     sl = td3_lib.buffer_slice(state, start, I * E)
-    arrays = {k: v.reshape((I, E) + v.shape[1:]) for k, v in sl.items()}
+    return {k: v.reshape((I, E) + v.shape[1:]) for k, v in sl.items()}
+
+
+def run_mismatch(run: Dict[str, Any], *, seed: int, td3_config: dict,
+                 env_kwargs: Optional[dict], env: Optional[str] = None) -> Optional[str]:
+    """The first field in which a training record (``run.json`` / the returns file's
+    ``training``) differs from the given run identity, or None if it is the same run."""
+    if env is not None and run.get("env") != env:
+        return f"env {run.get('env')!r}, not {env!r}"
+    if int(run["seed"]) != int(seed):
+        return f"seed {run['seed']}, not {seed}"
+    if dict(run.get("env_kwargs") or {}) != dict(env_kwargs or {}):
+        return f"env_kwargs {run.get('env_kwargs')}, not {env_kwargs}"
+    if not td3_lib.same_config(run["td3_config"], td3_config):
+        return "a different TD3 config"
+    return None
+
+
+def save_replay_chunk(directory: str, chunk: int, state, config) -> str:
+    """Writes ``chunk_transitions_of(state, chunk, config)`` to
+    ``<directory>/replay/chunk_<chunk>.npz`` (atomic), so medium-replay needs no re-run of the
+    training (``load_replay``)."""
+    from dom2_jax.online import policies
+    arrays = chunk_transitions_of(state, chunk, config)
     path = os.path.join(directory, REPLAY_SUBDIR, f"chunk_{int(chunk):06d}.npz")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     policies._atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -248,14 +269,11 @@ def replay_until(env_name: str, env_kwargs: Optional[dict], config, seed: int, n
     ``actions``, ``rewards`` [I, E, A], ``next_obs`` (I iterations, E parallel envs, in
     collection order)."""
     td3 = make_td3(env_name, config, env_kwargs)
-    E, I = int(config.num_envs), int(config.iters_per_chunk)
     parts: List[Dict[str, np.ndarray]] = []
     last = {}
 
     def on_chunk(i, state, metrics):
-        start = (i * I * E) % int(config.buffer_size)
-        sl = td3_lib.buffer_slice(state, start, I * E)
-        parts.append({k: v.reshape((I, E) + v.shape[1:]) for k, v in sl.items()})
+        parts.append(chunk_transitions_of(state, i + 1, config))
         if i + 1 == num_chunks:
             last["flat"] = td3_lib.flatten_params(jax.device_get(state.actor))
         if (i + 1) % 20 == 0 or i + 1 == num_chunks:

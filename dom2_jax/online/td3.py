@@ -157,6 +157,11 @@ def _agents_last(x):
     return jnp.moveaxis(x, 0, -2)
 
 
+def _joint(x):
+    """[A, B, d] -> [B, A * d] (the joint action / observation of a central critic)."""
+    return _agents_last(x).reshape(x.shape[1], -1)
+
+
 def flatten_params(params) -> Dict[str, np.ndarray]:
     """Pytree of arrays -> {"a/b/c": np.ndarray} (the .npz layout of shipped policies)."""
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
@@ -298,13 +303,12 @@ class TD3:
             return jax.vmap(self._agent_critic_step)(
                 state.critic, state.critic_opt, state.actor_targ, state.critic_targ, batch,
                 jax.random.split(key, A))
-        joint = lambda x: _agents_last(x).reshape(x.shape[1], -1)  # [A, B, d] -> [B, A*d]
         noise = jnp.clip(c.policy_noise * jax.random.normal(key, batch["actions"].shape),
                          -c.noise_clip, c.noise_clip)
         a2 = jnp.clip(jax.vmap(self.actor_net.apply)(state.actor_targ, batch["next_obs"])
                       + noise, -1.0, 1.0)
-        shared = (batch["state"], joint(batch["actions"]), batch["rewards"],
-                  batch["next_state"], joint(a2))
+        shared = (batch["state"], _joint(batch["actions"]), batch["rewards"],
+                  batch["next_state"], _joint(a2))
         return jax.vmap(self._central_critic_step, in_axes=(0, 0, 0, None, None, 0, None, None))(
             state.critic, state.critic_opt, state.critic_targ, *shared)
 
@@ -312,10 +316,9 @@ class TD3:
         if not self.central:
             return jax.vmap(self._agent_actor_step)(state.actor, state.actor_opt, critic,
                                                     batch["obs"])
-        joint = lambda x: _agents_last(x).reshape(x.shape[1], -1)
         return jax.vmap(self._central_actor_step, in_axes=(0, 0, 0, 0, None, None, 0))(
             state.actor, state.actor_opt, critic, batch["obs"], batch["state"],
-            joint(batch["actions"]), jnp.arange(self.num_agents))
+            _joint(batch["actions"]), jnp.arange(self.num_agents))
 
     def update(self, state: TD3State, key: Array) -> Tuple[TD3State, Dict[str, Array]]:
         """One TD3 update of every agent from a uniform batch of the replay buffer."""

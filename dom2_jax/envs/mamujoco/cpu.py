@@ -214,8 +214,9 @@ def rollout_batch(batch_env, policy_fn, params, key, num_episodes: int, *,
     ``policy_fn(params, obs [A, obs_dim], key) -> actions [A, act_dim]`` as for ``rollout``;
     it runs jitted and vmapped over the batch. Episodes run ``batch_env.num_envs`` at a time
     (the last block may be partly discarded). Block i resets from ``fold_in(key, i)`` and
-    its policy keys are ``split(fold_in(fold_in(key, i), 1), T * B)`` ([T, B] row-major). The keys differ from the jitted ``rollout``'s, so the episodes do too
-    (the dynamics agree to float32 tolerance; tests/test_mamujoco.py).
+    its policy keys are ``split(fold_in(fold_in(key, i), 1), T * B)`` ([T, B] row-major).
+    The keys differ from the jitted ``rollout``'s, so the episodes do too (the dynamics agree
+    to float32 tolerance; tests/test_mamujoco.py).
     """
     num_episodes = int(num_episodes)
     if num_episodes < 1:
