@@ -127,3 +127,47 @@ def _latest_checkpoint(workdir):
     mgr = ocp.CheckpointManager(str(workdir / "checkpoints"))
     assert mgr.latest_step() == 2
     return mgr.restore(2, args=ocp.args.StandardRestore())
+
+
+def test_cpu_eval_backend_matches_in_chunk_evaluation():
+    """--eval_backend=cpu: the chunk hands back its eval key, the C MuJoCo evaluator is
+    deterministic in it and agrees in distribution with the in-chunk (MJX) evaluation."""
+    from dom2_jax.algos import bc
+    from dom2_jax.training.host_eval import make_cpu_evaluate, resolve_eval_backend
+    env = envs.make("mamujoco_halfcheetah_2x3", episode_length=25)
+    config, _ = resolve_config("bc", "mamujoco_halfcheetah_2x3", "expert", "smoke")
+    config.eval_episodes = 8
+    rng = np.random.default_rng(0)
+    n, A = 400, env.num_agents
+    obs = rng.normal(size=(n, A, env.obs_dim)).astype(np.float32)
+    ds = data.build_dataset(obs, rng.uniform(-1, 1, (n, A, env.act_dim)).astype(np.float32),
+                            rng.normal(size=(n, A)).astype(np.float32), obs,
+                            np.zeros((n, A), bool), np.full(16, 25, np.int64),
+                            np.zeros(16, np.float32), env=env.name, quality="expert",
+                            generator={"test": "synthetic"})
+    arrays = data.to_device(ds)
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    host_t = make_train(config, arrays, env, evaluate_in_chunk=False)
+    jax_t = make_train(config, arrays, env)
+    carry, _, ev = jax.jit(jax.vmap(host_t.chunk))(jax.jit(jax.vmap(host_t.init))(keys))
+    carry_j, _, ev_j = jax.jit(jax.vmap(jax_t.chunk))(jax.jit(jax.vmap(jax_t.init))(keys))
+    assert set(ev) == {"eval_key"}
+    for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(carry_j)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the handed-back key is the one the in-chunk evaluation used
+    mjx = jax.device_get(jax.jit(jax.vmap(jax_t.evaluate))(carry.state, ev["eval_key"]))
+    np.testing.assert_allclose(mjx["score_mean"], np.asarray(ev_j["score_mean"]), rtol=1e-6)
+    evaluate = make_cpu_evaluate(bc.act, env, None, config.eval_episodes)
+    cpu = evaluate(carry.state, ev["eval_key"])
+    again = evaluate(carry.state, ev["eval_key"])
+    np.testing.assert_array_equal(cpu["score_mean"], again["score_mean"])
+    assert cpu["score_mean"].shape == (2,) and set(cpu) == {"score_mean", "score_std"}
+    # different initial states: agree within 4 standard errors (plus float32 slack)
+    se = np.sqrt((cpu["score_std"] ** 2 + mjx["score_std"] ** 2) / config.eval_episodes)
+    assert np.all(np.abs(cpu["score_mean"] - mjx["score_mean"])
+                  <= 4 * se + 1e-2 * np.abs(mjx["score_mean"]) + 1e-3), (cpu, mjx)
+    assert resolve_eval_backend(env, "auto") == ("cpu" if jax.default_backend() == "cpu"
+                                                 else "jax")
+    assert resolve_eval_backend(envs.make("mpe_spread"), "auto") == "jax"
+    with pytest.raises(ValueError, match="unknown eval backend"):
+        resolve_eval_backend(env, "gpu")

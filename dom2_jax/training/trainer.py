@@ -53,7 +53,8 @@ class Trainer(NamedTuple):
     num_chunks: int
 
 
-def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None) -> Trainer:
+def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None,
+               evaluate_in_chunk: bool = True) -> Trainer:
     """Builds the pure training functions.
 
     Args:
@@ -61,6 +62,9 @@ def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None
         ``num_updates``, ``eval_every``, ``eval_episodes``.
       dataset_arrays: ``dom2_jax.data.to_device(dataset)`` ([N, A, ...] device arrays).
       env: the evaluation environment; ``shift_env`` optionally a shifted copy.
+      evaluate_in_chunk: False leaves the evaluation to the caller: ``chunk`` then returns
+        ``{"eval_key": key}`` (the key ``evaluate`` would have used) in place of the scores
+        (the launcher's C MuJoCo evaluation, ``dom2_jax.training.host_eval``).
     """
     algo = algo_module(config.algo)
     num_agents, obs_dim, act_dim = env.num_agents, env.obs_dim, env.act_dim
@@ -102,7 +106,7 @@ def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None
         for name, v in metrics.items():
             summary[name] = jnp.mean(v)
             summary[name + "/nonfinite"] = jnp.sum(~jnp.isfinite(v))
-        ev = evaluate(state, k_eval)
+        ev = evaluate(state, k_eval) if evaluate_in_chunk else {"eval_key": k_eval}
         return TrainCarry(state=state, key=key, chunk=carry.chunk + 1), summary, ev
 
     def train(rng):
