@@ -87,10 +87,9 @@ def dynamic_sample(solver, eps_fn, x_T, schedule, num_steps, key=None, t_end=1e-
                    t_start=1.0):
     """``diffusion.sample`` with ``num_steps`` a TRACED int: one compiled program serves every N.
 
-    The DPM-Solver steps call the library's own step function (``solvers._dpm_step``) on the
-    same time grid (uniform in log-SNR or in t, end points pinned); DPM-Solver++(2M) and DDPM
-    repeat the library's update formulas. The loop is a ``lax.fori_loop`` with a dynamic trip
-    count instead of a ``lax.scan`` of static length: both lower to an XLA while loop, so the
+    Every solver calls the library's own step function (``solvers._dpm_step``,
+    ``_dpmpp2m_step``, ``_ddpm_step``) on the same time grid (uniform in log-SNR or in t, end
+    points pinned). The loop is a ``lax.fori_loop`` with a dynamic trip count instead of a ``lax.scan`` of static length: both lower to an XLA while loop, so the
     per-step cost is the same, but a sweep over N compiles once instead of once per N (XLA
     compiles take 3-8 s per program on the 2-core CPU). Outputs equal ``diffusion.sample`` to
     float32 rounding (tests/test_benchmarks.py); DDPM draws its per-step noise with
@@ -122,33 +121,15 @@ def dynamic_sample(solver, eps_fn, x_T, schedule, num_steps, key=None, t_end=1e-
         body = lambda i, x: lib._dpm_step(eps_fn, schedule, x, t_at(i), t_at(i + 1), order, r1, r2)
         return jax.lax.fori_loop(0, n, body, x_T)
     if solver == "dpmpp2m":
-        def body(i, carry):
-            x, x0_prev, h_prev = carry
-            s, t = t_at(i), t_at(i + 1)
-            a_s, sig_s = schedule.alpha(s), schedule.sigma(s)
-            h = schedule.log_snr(t) - schedule.log_snr(s)
-            x0 = (x - sig_s * eps_fn(x, lib._full_t(x, s))) / a_s
-            r = h_prev / h
-            d = jnp.where(i == 0, x0, (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev)
-            x_new = (schedule.sigma(t) / sig_s) * x - schedule.alpha(t) * jnp.expm1(-h) * d
-            return x_new, x0, h
-        init = (x_T, jnp.zeros_like(x_T), jnp.ones((), dt))
-        return jax.lax.fori_loop(0, n, body, init)[0]
+        body = lambda i, c: lib._dpmpp2m_step(eps_fn, schedule, *c, t_at(i), t_at(i + 1), i == 0)
+        return jax.lax.fori_loop(0, n, body, (x_T, jnp.zeros_like(x_T), jnp.ones((), dt)))[0]
     if solver == "ddpm":
         if key is None:
             raise ValueError("the ddpm sampler is stochastic and needs a PRNG key")
 
         def body(i, x):
-            s, t = t_at(i), t_at(i + 1)
-            a_s, a_t = schedule.alpha(s), schedule.alpha(t)
-            sig_s, sig_t = schedule.sigma(s), schedule.sigma(t)
-            x0_hat = (x - sig_s * eps_fn(x, lib._full_t(x, s))) / a_s
-            a_st = a_s / a_t
-            var_st = sig_s**2 - a_st**2 * sig_t**2
-            mean = (a_st * sig_t**2 / sig_s**2) * x + (a_t * var_st / sig_s**2) * x0_hat
-            std = jnp.sqrt(jnp.maximum(var_st * sig_t**2 / sig_s**2, 0.0))
             noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
-            return mean + jnp.where(i == n - 1, 0.0, std) * noise
+            return lib._ddpm_step(eps_fn, schedule, x, t_at(i), t_at(i + 1), noise, i == n - 1)
         return jax.lax.fori_loop(0, n, body, x_T)
     raise ValueError(f"unknown solver {solver!r}")
 

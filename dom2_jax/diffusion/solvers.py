@@ -98,6 +98,31 @@ def _dpm_step(eps_fn, schedule, x, s, t, order, r1, r2):
             - (sig_t / r2) * (phi1 / h - 1.0) * d2)
 
 
+def _dpmpp2m_step(eps_fn, schedule, x, x0_prev, h_prev, s, t, first):
+    """One DPM-Solver++(2M) step from s to t (< s): returns (x_t, x0(x, s), h). ``first``
+    (a bool, traced or not) takes the first-order step that starts the multistep chain."""
+    a_s, sig_s = schedule.alpha(s), schedule.sigma(s)
+    h = schedule.log_snr(t) - schedule.log_snr(s)
+    x0 = (x - sig_s * eps_fn(x, _full_t(x, s))) / a_s
+    r = h_prev / h
+    d = jnp.where(first, x0, (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev)
+    x_new = (schedule.sigma(t) / sig_s) * x - schedule.alpha(t) * jnp.expm1(-h) * d
+    return x_new, x0, h
+
+
+def _ddpm_step(eps_fn, schedule, x, s, t, noise, last):
+    """One ancestral step from s to t (< s) with standard-normal ``noise`` (not added when
+    ``last``, a bool, traced or not)."""
+    a_s, a_t = schedule.alpha(s), schedule.alpha(t)
+    sig_s, sig_t = schedule.sigma(s), schedule.sigma(t)
+    x0_hat = (x - sig_s * eps_fn(x, _full_t(x, s))) / a_s
+    a_st = a_s / a_t
+    var_st = sig_s**2 - a_st**2 * sig_t**2
+    mean = (a_st * sig_t**2 / sig_s**2) * x + (a_t * var_st / sig_s**2) * x0_hat
+    std = jnp.sqrt(jnp.maximum(var_st * sig_t**2 / sig_s**2, 0.0))
+    return mean + jnp.where(last, 0.0, std) * noise
+
+
 def dpm_solver_sample(eps_fn: EpsFn, x_T: jax.Array, schedule: VPSchedule, num_steps: int,
                       order: int = 1, t_end: float = 1e-3, grid: str = "logsnr",
                       t_start: float = 1.0, unroll: bool | int = 1,
@@ -146,16 +171,8 @@ def dpm_solver_pp_2m_sample(eps_fn: EpsFn, x_T: jax.Array, schedule: VPSchedule,
     idx = jnp.arange(num_steps)
 
     def body(carry, inp):
-        x, x0_prev, h_prev = carry
         i, s, t = inp
-        a_s, sig_s = schedule.alpha(s), schedule.sigma(s)
-        h = schedule.log_snr(t) - schedule.log_snr(s)
-        x0 = (x - sig_s * eps_fn(x, _full_t(x, s))) / a_s
-        r = h_prev / h
-        d_multi = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
-        d = jnp.where(i == 0, x0, d_multi)
-        x_new = (schedule.sigma(t) / sig_s) * x - schedule.alpha(t) * jnp.expm1(-h) * d
-        return (x_new, x0, h), None
+        return _dpmpp2m_step(eps_fn, schedule, *carry, s, t, i == 0), None
 
     init = (x_T, jnp.zeros_like(x_T), jnp.ones((), x_T.dtype))
     (x0, _, _), _ = jax.lax.scan(body, init, (idx, ts[:-1], ts[1:]), unroll=unroll)
@@ -178,15 +195,8 @@ def ddpm_sample(eps_fn: EpsFn, x_T: jax.Array, schedule: VPSchedule, num_steps: 
 
     def body(x, inp):
         s, t, k, is_last = inp
-        a_s, a_t = schedule.alpha(s), schedule.alpha(t)
-        sig_s, sig_t = schedule.sigma(s), schedule.sigma(t)
-        x0_hat = (x - sig_s * eps_fn(x, _full_t(x, s))) / a_s
-        a_st = a_s / a_t
-        var_st = sig_s**2 - a_st**2 * sig_t**2
-        mean = (a_st * sig_t**2 / sig_s**2) * x + (a_t * var_st / sig_s**2) * x0_hat
-        std = jnp.sqrt(jnp.maximum(var_st * sig_t**2 / sig_s**2, 0.0))
         noise = jax.random.normal(k, x.shape, x.dtype)
-        return mean + jnp.where(is_last, 0.0, std) * noise, None
+        return _ddpm_step(eps_fn, schedule, x, s, t, noise, is_last), None
 
     x0, _ = jax.lax.scan(body, x_T, (ts[:-1], ts[1:], keys, last), unroll=unroll)
     return x0
