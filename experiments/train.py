@@ -205,7 +205,7 @@ def run(argv_flags=FLAGS):
     arrays = data.to_device(ds)
     trainer = make_train(config, arrays, env, shift_env, evaluate_in_chunk=eval_backend == "jax")
     if eval_backend == "cpu":  # C MuJoCo between chunks (dom2_jax.training.host_eval)
-        host_evaluate = make_cpu_evaluate(algo.act, env, shift_env, int(config.eval_episodes))
+        host_evaluate = make_cpu_evaluate(trainer.act, env, shift_env, int(config.eval_episodes))
     seeds = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(f.seed), i))(
         jnp.arange(f.num_seeds))
     init = jax.jit(jax.vmap(trainer.init))
@@ -284,6 +284,9 @@ def run(argv_flags=FLAGS):
                "wall_clock_s": wall, "first_chunk_s_incl_compile": compile_s,
                "updates_per_s_per_seed": (trainer.num_chunks - start) * k / max(wall, 1e-9),
                "system": reporting.system_info(), "seeds": []}
+    if trainer.obs_stats is not None:  # what act() needs: obs -> (obs - mean) / std first
+        results["obs_normalization"] = {k: np.asarray(v).tolist()
+                                        for k, v in trainer.obs_stats.items()}
     # The last chunk ends with an evaluation of the final parameters; a run resumed after its
     # last chunk evaluates them again.
     final_keys = jax.vmap(lambda s: jax.random.fold_in(s, 999))(seeds)

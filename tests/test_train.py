@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -171,3 +172,37 @@ def test_cpu_eval_backend_matches_in_chunk_evaluation():
     assert resolve_eval_backend(envs.make("mpe_spread"), "auto") == "jax"
     with pytest.raises(ValueError, match="unknown eval backend"):
         resolve_eval_backend(env, "gpu")
+
+
+def test_normalize_obs_trains_and_acts_on_standardised_observations(spread_random_dataset_dir):
+    """config.normalize_obs: the trainer standardises the dataset with its per-agent mean/std
+    (+1e-3) and Trainer.act applies the same map to raw observations."""
+    from dom2_jax.algos import bc
+    ds = data.load(spread_random_dataset_dir, expected_env="mpe_spread")
+    env = envs.make("mpe_spread")
+    config, _ = resolve_config("bc", "mpe_spread", "random", "smoke")
+    arrays = data.to_device(ds)
+    config.normalize_obs = True
+    t_norm = make_train(config, arrays, env)
+    obs = np.asarray(ds.obs)
+    np.testing.assert_allclose(t_norm.obs_stats["mean"], obs.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(t_norm.obs_stats["std"], obs.std(0) + 1e-3, rtol=1e-4, atol=1e-5)
+    mu, sd = np.asarray(t_norm.obs_stats["mean"]), np.asarray(t_norm.obs_stats["std"])
+    st = t_norm.obs_stats
+    pre = dict(arrays, obs=(arrays["obs"] - st["mean"]) / st["std"],
+               next_obs=(arrays["next_obs"] - st["mean"]) / st["std"])
+    config.normalize_obs = False
+    t_pre = make_train(config, pre, env)
+    assert t_pre.obs_stats is None
+    key = jax.random.PRNGKey(0)
+    c_norm = t_norm.chunk(t_norm.init(key))[0]
+    c_pre = t_pre.chunk(t_pre.init(key))[0]
+    for a, b in zip(jax.tree.leaves(c_norm.state), jax.tree.leaves(c_pre.state)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    raw = jnp.asarray(obs[:5])
+    np.testing.assert_allclose(t_norm.act(c_norm.state, raw, key),
+                               bc.act(c_norm.state, (raw - mu) / sd, key), rtol=1e-6)
+    assert not np.allclose(t_norm.act(c_norm.state, raw, key), bc.act(c_norm.state, raw, key))
+    cfg_hc, _ = resolve_config("matd3bc", "mamujoco_halfcheetah_2x3", "medium", "quick")
+    assert cfg_hc.normalize_obs and not resolve_config("dom2", "mamujoco_halfcheetah_2x3",
+                                                       "medium", "quick")[0].normalize_obs

@@ -51,6 +51,14 @@ class Trainer(NamedTuple):
     train: Callable       # rng -> (TrainCarry, metrics [C], eval [C])
     evaluate: Callable    # (state, key) -> eval dict
     num_chunks: int
+    act: Callable = None  # (state, raw obs [..., A, obs_dim], key) -> actions (normalises obs)
+    obs_stats: Any = None  # {"mean", "std"} [A, obs_dim] when config.normalize_obs, else None
+
+
+def obs_statistics(dataset_arrays) -> Dict[str, jax.Array]:
+    """Per-agent, per-feature mean and std (+ 1e-3, as TD3+BC) of the dataset's observations."""
+    obs = dataset_arrays["obs"]
+    return {"mean": jnp.mean(obs, axis=0), "std": jnp.std(obs, axis=0) + 1e-3}
 
 
 def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None,
@@ -62,6 +70,8 @@ def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None
         ``num_updates``, ``eval_every``, ``eval_episodes``.
       dataset_arrays: ``dom2_jax.data.to_device(dataset)`` ([N, A, ...] device arrays).
       env: the evaluation environment; ``shift_env`` optionally a shifted copy.
+      Observations are standardised with ``obs_statistics(dataset_arrays)`` for training and
+      acting when ``config.normalize_obs`` (``Trainer.act`` takes raw observations).
       evaluate_in_chunk: False leaves the evaluation to the caller: ``chunk`` then returns
         ``{"eval_key": key}`` (the key ``evaluate`` would have used) in place of the scores
         (the launcher's C MuJoCo evaluation, ``dom2_jax.training.host_eval``).
@@ -73,7 +83,15 @@ def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None
         raise ValueError(f"num_updates ({config.num_updates}) must be a positive multiple of "
                          f"eval_every ({config.eval_every})")
     k_updates = int(config.eval_every)
-    policy = lambda state, obs, key: algo.act(state, obs, key)
+    stats = None
+    if bool(config.get("normalize_obs", False)):
+        stats = obs_statistics(dataset_arrays)
+        norm = lambda o: (o - stats["mean"]) / stats["std"]
+        dataset_arrays = dict(dataset_arrays, obs=norm(dataset_arrays["obs"]),
+                              next_obs=norm(dataset_arrays["next_obs"]))
+        policy = lambda state, obs, key: algo.act(state, norm(obs), key)
+    else:
+        policy = lambda state, obs, key: algo.act(state, obs, key)
     rollout = make_rollout(env, policy, int(config.eval_episodes))
     shift_rollout = (make_rollout(shift_env, policy, int(config.eval_episodes))
                      if shift_env is not None else None)
@@ -119,7 +137,8 @@ def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None
         carry, (metrics, evals) = jax.lax.scan(outer, carry, None, length=n_chunks)
         return carry, metrics, evals
 
-    return Trainer(init=init, chunk=chunk, train=train, evaluate=evaluate, num_chunks=n_chunks)
+    return Trainer(init=init, chunk=chunk, train=train, evaluate=evaluate, num_chunks=n_chunks,
+                   act=policy, obs_stats=stats)
 
 
 def first_nonfinite(summary_np: Dict[str, Any]) -> Optional[str]:

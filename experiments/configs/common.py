@@ -21,6 +21,10 @@ def run_config(algo: str, agent: ml_collections.ConfigDict) -> ml_collections.Co
     c.data_fraction = 1.0          # keep this fraction of whole trajectories (Fig. 5)
     c.augment = False              # Alg. 1 trajectory replication (DOM2 turns it on)
     c.augment_quantiles = (0.5, 0.75, 0.9)  # thresholds = these quantiles of episode returns
+    # Standardise observations with the dataset's per-agent, per-feature mean and std (+1e-3):
+    # TD3+BC's state normalisation / OMAR's input BatchNorm. The baselines turn it on for
+    # HalfCheetah, whose joint velocities reach +-28 and saturate tanh actors at init.
+    c.normalize_obs = False
     c.env_kwargs = ml_collections.ConfigDict()
     c.keep_checkpoints = 3
     return c

@@ -21,7 +21,8 @@ OMAR_MPE = {"agent.actor_hidden": (64, 64), "agent.critic_hidden": (64, 64),
 MPE = {**OMAR_MPE, "agent.actor_lr": 1e-3, "agent.critic_lr": 1e-3}
 MUJOCO = {"agent.actor_hidden": (256, 256), "agent.critic_hidden": (256, 256),
           "agent.actor_lr": 3e-4, "agent.critic_lr": 3e-4, "agent.rho": 0.005,
-          "agent.batch_size": 256, "num_updates": 100_000, "eval_every": 5_000}
+          "agent.batch_size": 256, "num_updates": 100_000, "eval_every": 5_000,
+          "normalize_obs": True}
 TASK_DEFAULTS = {"mpe_spread": MPE, "mpe_tag": MPE, "mpe_world": MPE,
                  "mamujoco_halfcheetah_2x3": MUJOCO}
 
