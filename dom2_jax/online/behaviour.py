@@ -169,7 +169,9 @@ def resolve_backend(env, backend: str = "auto") -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _cpu_batch_env(config, num_envs: int):
+def cpu_batch_env(config, num_envs: int):
+    """A cached ``HalfCheetahCPU`` of ``num_envs`` envs for an env's ``config`` (the C-MuJoCo
+    twin of the MJX env; ``rollout_batch`` resets it per block, so sharing it is safe)."""
     from dom2_jax.envs.mamujoco.cpu import HalfCheetahCPU
     return HalfCheetahCPU(num_envs, **dataclasses.asdict(config))
 
@@ -187,7 +189,7 @@ def rollout_policy(td3: td3_lib.TD3, params, key, num_episodes: int, *, block: i
     parts = []
     if resolve_backend(td3.env, backend) == "cpu":
         from dom2_jax.envs.mamujoco.cpu import rollout_batch
-        batch_env = _cpu_batch_env(td3.env.config, min(block, n))
+        batch_env = cpu_batch_env(td3.env.config, min(block, n))
         out = rollout_batch(batch_env, td3.policy_fn, params, key, n,
                             return_trajectory=return_trajectory)
         return {k: out[k] for k in keys}

@@ -12,7 +12,6 @@ distribution, not episode by episode.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable, Dict
 
 import jax
@@ -39,12 +38,12 @@ def make_cpu_evaluate(act: Callable, env, shift_env, num_episodes: int, block: i
     ``act(state, obs [..., A, obs_dim], key)`` is the algorithm's action function; episodes run
     ``min(block, num_episodes)`` at a time on C MuJoCo (``mamujoco.cpu.rollout_batch``).
     """
-    from dom2_jax.envs.mamujoco.cpu import HalfCheetahCPU, rollout_batch
+    from dom2_jax.envs.mamujoco.cpu import rollout_batch
+    from dom2_jax.online.behaviour import cpu_batch_env
     n = int(num_episodes)
     width = max(1, min(int(block), n))
-    cpu_env = HalfCheetahCPU(width, **dataclasses.asdict(env.config))
-    cpu_shift = (HalfCheetahCPU(width, **dataclasses.asdict(shift_env.config))
-                 if shift_env is not None else None)
+    cpu_env = cpu_batch_env(env.config, width)
+    cpu_shift = cpu_batch_env(shift_env.config, width) if shift_env is not None else None
     policy = lambda state, obs, key: act(state, obs, key)  # one object: one compiled policy
 
     def evaluate(states, keys) -> Dict[str, np.ndarray]:
