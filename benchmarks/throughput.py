@@ -31,8 +31,13 @@ Measured in one process, warm-up and compilation excluded from every timing:
   matmul peak is the median GFLOP/s of a jitted ``jnp.dot`` of square float32 matrices
   (1024 and 2048 on CPU, 4096 and 8192 on an accelerator; the best is used).
 
---device: label the output files with the accelerator (``jax.devices()[0].device_kind``), run
-torch on CUDA when available, and seeds-scale every setting. Without it the files are
+--device: label the output files with the accelerator (``device_label`` of
+``jax.devices()[0].device_kind``, e.g. ``nvidia_h200``), run torch on CUDA when available (with
+TF32 matmuls, as JAX's default float32 precision on NVIDIA GPUs), and seeds-scale every
+setting. Files are rewritten after every setting ("complete": false until the last), and a
+seeds count that fails (e.g. out of GPU memory) becomes an "error" row instead of ending the
+run. ``bash benchmarks/device_suite.sh OUTDIR`` runs this with the other two benchmarks in one
+prepared accelerator session. Without it the files are
 ``throughput.{json,md,png}``. The script runs unchanged on a GPU; if torch is not installed
 the torch part is skipped with a message (install it with ``pip install -e .[bench]``).
 --quick: tiny networks and batch for a test (files ``throughput_quick*``).
@@ -121,6 +126,8 @@ def derive(res):
             r["torch_gflops_per_s"] = flops * r["torch"]["updates_per_s"] / 1e9
         r["anchor_comparison"] = anchor_comparison(name, r, accel)
     for row in res["seeds"]:
+        if row.get("error"):
+            continue
         r = res["settings"][row["setting"]]
         if row.get("call_s"):
             row["ms_per_update"] = 1e3 * _median(row["call_s"]) / row["updates_per_call"]
@@ -377,6 +384,9 @@ def write_md(path, res):
              f"Load average (1/5/15 min) before: {res['load_before']}, after: {res['load_after']}."
              f"  ", f"Matmul peak (jitted jnp.dot float32): {peak:.1f} GFLOP/s "
              f"{res['matmul_peak']['gflops_by_size']}.", ""]
+    if not res.get("complete", True):
+        lines += ["**Partial result**: the run stopped before every requested setting was "
+                  "measured.", ""]
     if res["torch_status"] != "ok":
         lines += [f"PyTorch part: {res['torch_status']}", ""]
     lines += ["| setting | params/agent (actor, critic) | JAX ms/update | JAX updates/s | "
@@ -401,6 +411,10 @@ def write_md(path, res):
                   "| setting | seeds | updates/call | compile (s) | ms/update (all seeds) | "
                   "updates/s per seed | seed-updates/s total | GFLOP/s |", "|---|---|---|---|---|---|---|---|"]
         for row in res["seeds"]:
+            if row.get("error"):
+                lines.append(f"| {row['setting']} | {row['seeds']} | failed: {row['error']} "
+                             "| | | | | |")
+                continue
             lines.append(f"| {row['setting']} | {row['seeds']} | {row['updates_per_call']} | "
                          f"{row['compile_s']:.1f} | {row['ms_per_update']:.1f} | "
                          f"{row['updates_per_s_per_seed']:.2f} | {row['seed_updates_per_s']:.2f} | "
@@ -438,7 +452,7 @@ def write_png(path, res):
     ax.legend(fontsize=8)
     ax = axes[1]
     for n in sorted({r["setting"] for r in res["seeds"]}):
-        rows = [r for r in res["seeds"] if r["setting"] == n]
+        rows = [r for r in res["seeds"] if r["setting"] == n and not r.get("error")]
         ax.plot([r["seeds"] for r in rows], [r["seed_updates_per_s"] for r in rows], "o-",
                 label=f"{n}: total seed-updates/s")
         ax.plot([r["seeds"] for r in rows], [r["updates_per_s_per_seed"] for r in rows], "s--",
@@ -511,7 +525,6 @@ def run(opts: Options = None, argv_flags=None):
 
 def _run(opts, argv_flags):
     import jax
-    from dom2_jax.training.reporting import write_json
 
     quick = opts.quick
     settings = (opts.settings or ("spread" if quick else "spread,halfcheetah")).split(",")
@@ -547,6 +560,10 @@ def _run(opts, argv_flags):
     system["torch_device"] = t_device if torch is not None else None
     if torch is not None and t_device == "cuda":
         system["torch_cuda_device"] = torch.cuda.get_device_name(0)
+        # JAX's default float32 matmul precision on NVIDIA GPUs uses TF32; give torch the same
+        # (its default is full float32 matmuls) so the two do the same arithmetic
+        torch.set_float32_matmul_precision("high")
+        system["torch_float32_matmul_precision"] = torch.get_float32_matmul_precision()
     print(f"Running on: {system['cpu_model']} ({system['cpu_cores']} cores); JAX {system['jax']} "
           f"backend {system['jax_backend']} devices {system['jax_devices']}; torch "
           f"{system['torch']} on {system['torch_device']} with {system['torch_threads']} threads; "
@@ -569,7 +586,8 @@ def _run(opts, argv_flags):
         xf = xla_flops(state, arrays)
         af = analytic_flops(state)
         flops = xf if xf else af
-        print(f"[{name}] params/agent {counts}; FLOPs/update XLA {xf and xf / 1e9:.2f} G, "
+        xf_txt = f"{xf / 1e9:.2f} G" if xf else "n/a (no cost analysis on this backend)"
+        print(f"[{name}] params/agent {counts}; FLOPs/update XLA {xf_txt}, "
               f"analytic {af / 1e9:.2f} G", flush=True)
         r = {"agents": s["agents"], "obs": s["obs"], "act": s["act"], "batch": hp.batch_size,
              "solver_steps": hp.num_solver_steps, "noise_hidden": list(hp.noise_hidden),
@@ -607,8 +625,14 @@ def _run(opts, argv_flags):
                            r["jax"]["ms_per_update"], "updates_per_call": updates,
                            "note": "the plain (un-vmapped) measurement"}
                 else:
-                    st = init_state(name, quick, k)[2]
-                    row = time_jax(st, arrays, max(1, updates // k), repeats, seeds=k)
+                    try:
+                        st = init_state(name, quick, k)[2]
+                        row = time_jax(st, arrays, max(1, updates // k), repeats, seeds=k)
+                    except Exception as e:  # e.g. out of device memory at many seeds
+                        msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+                        print(f"[{name}] {k} seeds failed: {msg}", flush=True)
+                        seed_rows.append({"setting": name, "seeds": k, "error": msg})
+                        continue
                     row.pop("first_update_metrics")
                 row.update(setting=name, seeds=k,
                            updates_per_s_per_seed=1e3 / row["ms_per_update"],
@@ -619,21 +643,34 @@ def _run(opts, argv_flags):
                       f"{row['ms_per_update']:.1f} ms/update, {row['seed_updates_per_s']:.2f} "
                       f"seed-updates/s", flush=True)
 
-    res = {"benchmark": "throughput", "quick": quick,
+        # results so far are written after every setting, so a run stopped by a time limit
+        # (e.g. a lent accelerator's) keeps what it measured; "complete" says which it is
+        res = _save(opts, argv_flags, system, load_before, peak, results, seed_rows,
+                    torch_status, complete=name == settings[-1])
+    return res
+
+
+def _save(opts, argv_flags, system, load_before, peak, results, seed_rows, torch_status,
+          complete):
+    import jax
+    from dom2_jax.training.reporting import write_json
+    res = {"benchmark": "throughput", "quick": opts.quick, "complete": complete,
            "command": "python -m benchmarks.throughput " + " ".join(argv_flags or []),
            "system": system, "load_before": load_before,
            "load_after": [round(x, 2) for x in os.getloadavg()], "matmul_peak": peak,
            "settings": results, "seeds": seed_rows, "anchors": ANCHORS,
            "target_ratio": TARGET_RATIO, "torch_status": torch_status}
     derive(res)
-    dev = jax.devices()[0].device_kind.replace(" ", "_") if opts.device else None
-    stem = "throughput" + ("_quick" if quick else "") + (f"_{dev}" if dev else "")
+    from benchmarks.solver_steps import device_label
+    dev = device_label(jax.devices()[0].device_kind) if opts.device else None
+    stem = "throughput" + ("_quick" if opts.quick else "") + (f"_{dev}" if dev else "")
     os.makedirs(opts.out, exist_ok=True)
     base = os.path.join(opts.out, stem)
     write_json(base + ".json", res)
     write_md(base + ".md", res)
     write_png(base + ".png", res)
-    print(f"load after: {res['load_after']}; wrote {base}.json/.md/.png", flush=True)
+    print(f"load after: {res['load_after']}; wrote {base}.json/.md/.png"
+          + ("" if complete else f" (partial: {', '.join(results)} so far)"), flush=True)
     return res
 
 

@@ -206,3 +206,30 @@ def test_normalize_obs_trains_and_acts_on_standardised_observations(spread_rando
     cfg_hc, _ = resolve_config("matd3bc", "mamujoco_halfcheetah_2x3", "medium", "quick")
     assert cfg_hc.normalize_obs and not resolve_config("dom2", "mamujoco_halfcheetah_2x3",
                                                        "medium", "quick")[0].normalize_obs
+
+
+_SAVE_ON_SECOND_DEVICE = """
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import jax, jax.numpy as jnp
+from dom2_jax.training.checkpoint import Checkpointer
+c = Checkpointer(sys.argv[1])
+c.save(1, {"a": jax.device_put(jnp.arange(3.0), jax.devices()[1]), "b": jnp.full((2, 2), 7.0)})
+c.close()
+"""
+
+
+def test_checkpoint_restores_on_a_different_device_topology(tmp_path):
+    # A checkpoint records where its arrays lived (here cpu:1 of a 2-device process). Restoring
+    # from a shape-only template must place them on this process's device instead of failing
+    # with orbax's "Topology mismatch" (seen restoring a CPU-written checkpoint on a GPU host).
+    from dom2_jax.training.checkpoint import Checkpointer
+    ckpt_dir = str(tmp_path / "ckpt")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    subprocess.run([sys.executable, "-c", _SAVE_ON_SECOND_DEVICE, ckpt_dir], check=True, env=env,
+                   cwd=ROOT, timeout=120)
+    template = jax.eval_shape(lambda: {"a": jnp.zeros(3), "b": jnp.zeros((2, 2))})
+    restored = Checkpointer(ckpt_dir).restore(template)
+    np.testing.assert_array_equal(restored["a"], [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(restored["b"], np.full((2, 2), 7.0))
+    assert restored["a"].devices() == {jax.local_devices()[0]}

@@ -33,8 +33,20 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        abstract = jax.tree.map(_on_local_device, template)
         return self._mgr.restore(step, args=ocp.args.StandardRestore(abstract))
 
     def close(self):
         self._mgr.close()
+
+
+def _on_local_device(leaf):
+    """Abstract leaf to restore into; placed on this process's default device when the template
+    does not say where (e.g. ``jax.eval_shape`` output). Without a placement orbax reuses the
+    one recorded at save time, so a checkpoint written on a CPU host fails to restore on a GPU
+    host ("Topology mismatch"), and vice versa."""
+    leaf = ocp.utils.to_shape_dtype_struct(leaf)
+    if isinstance(leaf, jax.ShapeDtypeStruct) and leaf.sharding is None:
+        leaf = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=jax.sharding.SingleDeviceSharding(
+            jax.local_devices()[0]))
+    return leaf
