@@ -396,7 +396,8 @@ def write_md(path, res):
     for name, r in res["settings"].items():
         j, t = r["jax"], r.get("torch")
         lines.append(
-            f"| {name} ({r['agents']} agents, obs {r['obs']}, act {r['act']}, N={r['solver_steps']},"
+            f"| {name} ({r['agents']} agents, obs {r['obs']}, act {r['act']}, "
+            f"N={r['solver_steps']},"
             f" batch {r['batch']}) | {r['params_per_agent']['actor']:,}, "
             f"{r['params_per_agent']['critic']:,} | {j['ms_per_update']:.1f} | "
             f"{j['updates_per_s']:.2f} | "
@@ -409,7 +410,8 @@ def write_md(path, res):
     if res["seeds"]:
         lines += ["", "Seeds vmapped in one program (JAX):", "",
                   "| setting | seeds | updates/call | compile (s) | ms/update (all seeds) | "
-                  "updates/s per seed | seed-updates/s total | GFLOP/s |", "|---|---|---|---|---|---|---|---|"]
+                  "updates/s per seed | seed-updates/s total | GFLOP/s |",
+                  "|---|---|---|---|---|---|---|---|"]
         for row in res["seeds"]:
             if row.get("error"):
                 lines.append(f"| {row['setting']} | {row['seeds']} | failed: {row['error']} "
@@ -474,7 +476,8 @@ def anchor_comparison(name, r, accel):
     if name == "spread":
         if not accel:
             a = ANCHORS["cpu_2core"]["spread"]
-            out.append(f"anchor 2-core CPU: JAX {a['jax_ms']} ms ({gf_anchor / a['jax_ms'] * 1e3:.0f}"
+            out.append(f"anchor 2-core CPU: JAX {a['jax_ms']} ms "
+                       f"({gf_anchor / a['jax_ms'] * 1e3:.0f}"
                        f" GFLOP/s), eager torch {a['torch_eager_ms'][0]:.0f}-"
                        f"{a['torch_eager_ms'][1]:.0f} ms (ratio "
                        f"{a['torch_eager_ms'][0] / a['jax_ms']:.2f}-"
@@ -483,7 +486,8 @@ def anchor_comparison(name, r, accel):
                        + (f", ratio {r['ratio']:.2f}x" if r.get("ratio") else ""))
         a = ANCHORS["H200"]["spread"]
         out.append(f"anchor H200: JAX {a['jax_ms']} ms ({gf_anchor / a['jax_ms']:.1f} TFLOP/s), "
-                   f"eager torch {a['torch_eager_ms']} ms ({a['torch_eager_ms'] / a['jax_ms']:.0f}x), "
+                   f"eager torch {a['torch_eager_ms']} ms "
+                   f"({a['torch_eager_ms'] / a['jax_ms']:.0f}x), "
                    f"torch CUDA graph {a['torch_cuda_graph_ms']} ms; ours "
                    f"{j['ms_per_update']:.1f} ms for {r['flops_per_update'] / 1e9:.0f} GFLOP "
                    f"({r['gflops_per_s'] / 1e3:.2f} TFLOP/s)")

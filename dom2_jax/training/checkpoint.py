@@ -47,6 +47,6 @@ def _on_local_device(leaf):
     host ("Topology mismatch"), and vice versa."""
     leaf = ocp.utils.to_shape_dtype_struct(leaf)
     if isinstance(leaf, jax.ShapeDtypeStruct) and leaf.sharding is None:
-        leaf = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=jax.sharding.SingleDeviceSharding(
-            jax.local_devices()[0]))
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        leaf = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device)
     return leaf
