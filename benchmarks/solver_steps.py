@@ -92,9 +92,9 @@ def dynamic_sample(solver, eps_fn, x_T, schedule, num_steps, key=None, t_end=1e-
     points pinned). The loop is a ``lax.fori_loop`` with a dynamic trip count instead of a
     ``lax.scan`` of static length: both lower to an XLA while loop, so the per-step cost is the
     same, but a sweep over N compiles once instead of once per N (XLA compiles take 3-8 s per
-    program on the 2-core CPU). Outputs equal ``diffusion.sample`` to
-    float32 rounding (tests/test_benchmarks.py); DDPM draws its per-step noise with
-    ``fold_in(key, i)`` instead of ``split(key, N)[i]`` (same distribution, other numbers).
+    program on the 2-core CPU). Outputs equal ``diffusion.sample`` to float32 rounding
+    (tests/test_benchmarks.py); DDPM draws its per-step noise with ``fold_in(key, i)`` instead
+    of ``split(key, N)[i]`` (same distribution, other numbers).
     """
     import jax
     import jax.numpy as jnp

@@ -34,12 +34,12 @@ Measured in one process, warm-up and compilation excluded from every timing:
 --device: label the output files with the accelerator (``device_label`` of
 ``jax.devices()[0].device_kind``, e.g. ``nvidia_h200``), run torch on CUDA when available (with
 TF32 matmuls, as JAX's default float32 precision on NVIDIA GPUs), and seeds-scale every
-setting. Files are rewritten after every setting ("complete": false until the last), and a
-seeds count that fails (e.g. out of GPU memory) becomes an "error" row instead of ending the
-run. ``bash benchmarks/device_suite.sh OUTDIR`` runs this with the other two benchmarks in one
-prepared accelerator session. Without it the files are
-``throughput.{json,md,png}``. The script runs unchanged on a GPU; if torch is not installed
-the torch part is skipped with a message (install it with ``pip install -e .[bench]``).
+setting. Without it the files are ``throughput.{json,md,png}``. The script runs unchanged on a
+GPU; if torch is not installed the torch part is skipped with a message (install it with
+``pip install -e .[bench]``). ``bash benchmarks/device_suite.sh OUTDIR`` runs this with the
+other two benchmarks in one prepared accelerator session.
+Files are rewritten after every setting ("complete": false until the last), and a seeds count
+that fails (e.g. out of GPU memory) becomes an "error" row instead of ending the run.
 --quick: tiny networks and batch for a test (files ``throughput_quick*``).
 --from_json=PATH: re-derive the figures of a saved result from its raw call times and rewrite
 its .json/.md/.png without measuring.
@@ -508,14 +508,10 @@ def run(opts: Options = None, argv_flags=None):
     opts = opts or Options()
     if opts.from_json:
         import json
-        from dom2_jax.training.reporting import write_json
         with open(opts.from_json) as f:
             res = json.load(f)
-        base = opts.from_json[:-len(".json")]
         derive(res)
-        write_json(base + ".json", res)
-        write_md(base + ".md", res)
-        write_png(base + ".png", res)
+        _write_files(opts.from_json[:-len(".json")], res)
         return res
     quick = opts.quick
     prev_opt = jax.config.read("jax_disable_most_optimizations")
@@ -657,7 +653,6 @@ def _run(opts, argv_flags):
 def _save(opts, argv_flags, system, load_before, peak, results, seed_rows, torch_status,
           complete):
     import jax
-    from dom2_jax.training.reporting import write_json
     res = {"benchmark": "throughput", "quick": opts.quick, "complete": complete,
            "command": "python -m benchmarks.throughput " + " ".join(argv_flags or []),
            "system": system, "load_before": load_before,
@@ -670,12 +665,18 @@ def _save(opts, argv_flags, system, load_before, peak, results, seed_rows, torch
     stem = "throughput" + ("_quick" if opts.quick else "") + (f"_{dev}" if dev else "")
     os.makedirs(opts.out, exist_ok=True)
     base = os.path.join(opts.out, stem)
-    write_json(base + ".json", res)
-    write_md(base + ".md", res)
-    write_png(base + ".png", res)
+    _write_files(base, res)
     print(f"load after: {res['load_after']}; wrote {base}.json/.md/.png"
           + ("" if complete else f" (partial: {', '.join(results)} so far)"), flush=True)
     return res
+
+
+def _write_files(base, res):
+    """``base``.json / .md / .png of a derived result."""
+    from dom2_jax.training.reporting import write_json
+    write_json(base + ".json", res)
+    write_md(base + ".md", res)
+    write_png(base + ".png", res)
 
 
 def _fmt(m):
