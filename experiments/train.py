@@ -270,6 +270,9 @@ def run(argv_flags=FLAGS):
         mean_eval = float(np.mean(ev["score_mean"]))
         bar.set_postfix(eval=f"{mean_eval:.1f}", critic=f"{row.get('critic_loss', np.nan):.3g}")
         bar.update(k)
+        if not f.progress:  # logs (sweeps, device runs) still get one line per evaluation
+            print(f"update {step}/{trainer.num_chunks * k}: eval {mean_eval:.1f} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
     bar.close()
     if tb is not None:
         tb.close()

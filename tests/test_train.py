@@ -1,6 +1,7 @@
 """Trainer and launcher: vmapped seeds = single seeds, determinism, resume, results, errors."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -96,6 +97,9 @@ def test_launcher_results_and_resume_equals_uninterrupted(tmp_path, spread_rando
             assert np.isfinite(s[k]), k
     assert (full / "learning_curve.png").stat().st_size > 1000
     assert (full / "metrics.csv").read_text().count("\n") == 3  # header + 2 evaluations
+    # --progress=false (logs, sweeps, device runs) still prints one line per evaluation
+    assert re.search(r"update 2/4: eval -?\d+\.\d \(\d+ s\)", r.stdout), r.stdout
+    assert "update 4/4: eval" in r.stdout
     assert json.load(open(full / "config.json"))["config"]["agent"]["noise_hidden"] == [32]
 
     # An interrupted run: only the first checkpoint survived, plus a half-written one left by
@@ -109,6 +113,7 @@ def test_launcher_results_and_resume_equals_uninterrupted(tmp_path, spread_rando
     r = _launch(args + [f"--workdir={part}"], cache)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from chunk 1" in r.stderr
+    assert "update 4/4: eval" in r.stdout and "update 2/4" not in r.stdout
     res2 = json.load(open(part / "results.json"))
     for a, b in zip(res["seeds"], res2["seeds"]):
         assert a["final_score_mean"] == pytest.approx(b["final_score_mean"], rel=1e-6)
