@@ -144,10 +144,11 @@ def test_report_on_hand_written_results(tmp_path):
     _fake_run(root, "mpe_spread/expert/dom2-frac0.5/seed0", "dom2", [8.0], fraction=0.5)
     # an unfinished run and an unreadable one are listed, not aggregated
     os.makedirs(root / "mpe_spread/expert/bc/seed1")
-    json.dump({"algo": "bc", "env": "mpe_spread", "quality": "expert", "num_seeds": 1,
+    json.dump({"algo": "bc", "env": "mpe_spread", "quality": "expert", "num_seeds": 2,
                "config": {"num_updates": 100}},
               open(root / "mpe_spread/expert/bc/seed1/config.json", "w"))
-    (root / "mpe_spread/expert/bc/seed1/metrics.csv").write_text("step,eval/seed0\n50,1.0\n")
+    (root / "mpe_spread/expert/bc/seed1/metrics.csv").write_text(
+        "step,eval/seed0,eval/seed1\n25,0.0,0.0\n50,1.0,2.0\n")
     os.makedirs(root / "broken")
     (root / "broken/results.json").write_text("{")
 
@@ -167,7 +168,8 @@ def test_report_on_hand_written_results(tmp_path):
     assert "| mpe_spread | expert | 1 | 6.0 ± 1.0 (2) | 23.3 ± 12.5 (3) |" in md  # Fig. 5 rows
     assert "Data fractions (Fig. 5)" in md and "DOM2 ablations (Fig. 6)" in md
     assert "| mpe_spread | expert | 0.5 | – | 8.0 ± 0.0 (1) |" in md
-    assert "unfinished (50 of 100 updates)" in md and "unreadable" in md
+    assert "unfinished (50 of 100 updates; last evaluation 1.5 raw, mean of 2 seed(s))" in md
+    assert "unreadable" in md
     assert {"bars_mpe_spread.png", "curves_mpe_spread_expert.png"} <= set(os.listdir(root))
 
     # normalised: 100 (s - 10) / (110 - 10) = s - 10 here
