@@ -14,8 +14,8 @@
 # its limit keeps every evaluation it finished (metrics.csv and learning_curve.png are written
 # after each one). Workdirs follow experiments.sweep's layout, OUTDIR/runs/ENV/QUALITY/ALGO/
 # seed<SEED>-n<NUM_SEEDS>, so `python -m experiments.report --root=...` reads finished ones.
-# Everything but checkpoints (paper-size DOM2: ~110 MB per seed) and datasets is packed into
-# OUTDIR/device_train.tar.gz after every step.
+# Everything but checkpoints (paper-size DOM2 on spread: ~150 MB per seed) and datasets is
+# packed into OUTDIR/device_train.tar.gz after every step.
 #
 # Sizes measured on one H200 (session 6, jax 0.11.2, spread, 2 seeds, 1000-episode evaluations;
 # BUILD_NOTES "GPU trainings"): dataset of 1e6 transitions ~10 s; process start ~15 s; the first
