@@ -122,11 +122,12 @@ def collect(root: str) -> List[Dict]:
                            shift=cfg.get("shift"))
                 rows = read_metrics_csv(os.path.join(d, "metrics.csv"))
                 done = int(rows[-1]["step"]) if rows else 0
+                status = f"unfinished ({done} of {rec['config'].get('num_updates', '?')} updates"
                 last = [v for k, v in rows[-1].items() if k.startswith("eval/")] if rows else []
-                rec["status"] = (f"unfinished ({done} of {rec['config'].get('num_updates', '?')}"
-                                 " updates" + (f"; last evaluation {sum(last) / len(last):.1f} "
-                                               f"raw, mean of {len(last)} seed(s)" if last else "")
-                                 + ")")
+                if last:  # what a stopped run reached: its newest evaluation, mean over seeds
+                    status += (f"; last evaluation {sum(last) / len(last):.1f} raw, mean of "
+                               f"{len(last)} seed(s)")
+                rec["status"] = status + ")"
         except (OSError, ValueError, KeyError, TypeError) as e:
             rec.update(status=f"unreadable ({type(e).__name__}: {e})", env=None, quality=None,
                        algo=None, config={}, refs={})
