@@ -7,7 +7,8 @@
 # takes ~7 ms with 2 seeds vmapped. This script runs what a single 10-minute device call can
 # hold, in priority order, under one deadline:
 #   1. a smoke step (import, one jitted op on the accelerator; exit 3 if it fails; SMOKE=0 skips),
-#   2. the datasets (experiments.generate_dataset, DATASET_SIZE transitions, on the accelerator),
+#   2. the datasets (experiments.generate_dataset, DATASET_SIZE transitions, on the accelerator;
+#      reused if DATA_ROOT already holds them),
 #   3. for each ALGO, for each QUALITY: experiments.train with NUM_SEEDS seeds vmapped,
 #      UPDATES updates, an evaluation of EVAL_EPISODES episodes every EVAL_EVERY updates.
 # Each training gets min(its own limit, time left before DEADLINE seconds); a run stopped by
@@ -81,6 +82,7 @@ fi
 [ -f "$OUT/logs/smoke.log" ] && cat "$OUT/logs/smoke.log"
 
 for q in $QUALITIES; do
+    if [ -f "$DATA/$ENV_NAME/$q/meta.json" ]; then stamp "data $ENV_NAME/$q exists"; continue; fi
     run_limited "data_${ENV_NAME}_$q" "$T_DATA" "$PY" -m experiments.generate_dataset \
         --env="$ENV_NAME" --quality="$q" --num_samples="$DATASET_SIZE" \
         --out="$DATA/$ENV_NAME/$q"
