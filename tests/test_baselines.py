@@ -116,6 +116,68 @@ def test_cql_lowers_q_of_unseen_actions_relative_to_data():
     assert np.all(td[1, -50:].mean(0) < 0.2 * td[1, :50].mean(0)), td[1, [0, -1]]
 
 
+def test_cql_policy_actions_join_the_logsumexp_exactly():
+    """cql_policy_noise > 0 (OMAR's MuJoCo CQL): the critic loss equals a NumPy logsumexp over
+    the M uniform and 2M noisy policy actions with their log densities; with none it is the
+    uniform-only loss; the samples carry no gradient to the actor."""
+    hp = macql.Hparams.from_config(config(macql, **TINY_AC, cql_policy_noise=0.2), 1, 3, 2)
+    state = macql.init(jax.random.PRNGKey(0), hp, 1, 3, 2)
+    actor = jax.tree.map(lambda x: x[0], state.actor)
+    critic = jax.tree.map(lambda x: x[0], state.critic)
+    rng = np.random.default_rng(0)
+    b = 16
+    batch = {"obs": jnp.asarray(rng.standard_normal((b, 3)), jnp.float32),
+             "actions": jnp.asarray(rng.uniform(-1, 1, (b, 2)), jnp.float32),
+             "rewards": jnp.zeros(b), "next_obs": jnp.asarray(rng.standard_normal((b, 3)),
+                                                             jnp.float32), "dones": jnp.zeros(b)}
+    coef = {"zeta": jnp.float32(2.0)}
+    target = jnp.zeros(b)
+    acts, logd = common.cql_policy_actions(hp.actor_module, actor, batch, jax.random.PRNGKey(1),
+                                           hp.num_cql_actions, 0.2)
+    assert acts.shape == (2 * hp.num_cql_actions, b, 2) and logd.shape == acts.shape[:2]
+    assert float(jnp.max(jnp.abs(acts))) <= 1.0
+    pi_o = hp.actor_module.apply(actor, batch["obs"])
+    noise = np.asarray(acts[0]) - np.asarray(pi_o)                 # unclipped where |a| < 1
+    inside = np.all(np.abs(np.asarray(acts[0])) < 1.0, axis=-1)
+    np.testing.assert_allclose(np.asarray(logd[0])[inside],
+                               (-0.5 * (noise / 0.2) ** 2 - np.log(0.2 * np.sqrt(2 * np.pi)))
+                               .sum(-1)[inside], rtol=1e-4, atol=1e-4)
+    g = jax.grad(lambda p: jnp.sum(common.cql_policy_actions(
+        hp.actor_module, p, batch, jax.random.PRNGKey(1), 2, 0.2)[0]))(actor)
+    assert all(float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree.leaves(g))
+
+    key = jax.random.PRNGKey(2)
+    loss, aux = common.critic_loss(hp, coef, critic, batch, target, key, extra_actions=(acts, logd))
+    plain, _ = common.critic_loss(hp, coef, critic, batch, target, key)
+    # NumPy reference
+    crit = hp.critic_module
+    q = lambda a: np.asarray(crit.apply(critic, batch["obs"], a))  # [2, B]
+    rand_a = jax.random.uniform(key, (hp.num_cql_actions, b, 2), jnp.float32, -1.0, 1.0)
+    q_data = q(batch["actions"])
+    td = np.mean(q_data ** 2, axis=-1)
+    n_all = 3 * hp.num_cql_actions
+    terms_u = np.stack([q(a) - 2 * np.log(0.5) - np.log(n_all) for a in rand_a])
+    terms_p = np.stack([q(a) - np.asarray(l)[None] - np.log(n_all) for a, l in zip(acts, logd)])
+    allt = np.concatenate([terms_u, terms_p])
+    mx = allt.max(0)
+    lse = mx + np.log(np.exp(allt - mx).sum(0))
+    ref = td.sum() + 2.0 * np.mean(lse - q_data, axis=-1).sum()
+    np.testing.assert_allclose(float(loss), ref, rtol=1e-5)
+    terms_u_only = np.stack([q(a) - 2 * np.log(0.5) - np.log(hp.num_cql_actions) for a in rand_a])
+    mx = terms_u_only.max(0)
+    lse_u = mx + np.log(np.exp(terms_u_only - mx).sum(0))
+    np.testing.assert_allclose(float(plain), td.sum() + 2.0 * np.mean(lse_u - q_data, -1).sum(),
+                               rtol=1e-5)
+    # the update uses them only when asked: same state and key, different critic step
+    cfg0 = config(macql, **TINY_AC)
+    assert macql.Hparams.from_config(cfg0, 1, 3, 2).cql_policy_noise == 0.0
+    agents = {k: v[None] for k, v in batch.items()}                  # [A=1, B, ...]
+    s_pi, m_pi = tjit(macql.update)(state, agents, key)
+    s_u, m_u = tjit(macql.update)(macql.init(jax.random.PRNGKey(0), cfg0, 1, 3, 2), agents, key)
+    check_finite(m_pi)
+    assert float(m_pi["critic_cql"][0]) != pytest.approx(float(m_u["critic_cql"][0]))
+
+
 # ----------------------------------------------------------------------------- OMAR
 def test_omar_searches_find_argmax_of_concave_q():
     b = 256
@@ -285,7 +347,15 @@ def test_configs_follow_omar_tables_and_errors_are_clear():
     c, _ = resolve_config("macql", "mpe_spread", "medium", None)
     assert c.agent.zeta == 5.0 and c.agent.gamma == 0.95 and c.agent.actor_hidden == (64, 64)
     # lr: 1e-3, a documented deviation from OMAR's 0.01 (diverged; experiments/configs/macql.py)
-    assert c.agent.batch_size == 1024 and c.agent.actor_lr == 1e-3 and c.num_updates == 2000
+    # ... and so 6,000 updates instead of OMAR's 2,000 (not converged at 2,000 with lr 1e-3)
+    assert c.agent.batch_size == 1024 and c.agent.actor_lr == 1e-3 and c.num_updates == 6000
+    assert resolve_config("omar", "mpe_spread", "medium", None)[0].num_updates == 2000
+    assert resolve_config("omar", "mpe_spread", "random", None)[0].num_updates == 6000
+    # OMAR's MuJoCo CQL adds noisy policy actions; its MPE code uses uniform ones only
+    for algo in ("macql", "omar"):
+        assert resolve_config(algo, "mamujoco_halfcheetah_2x3", "expert", None)[0] \
+            .agent.cql_policy_noise == 0.2
+        assert resolve_config(algo, "mpe_spread", "expert", None)[0].agent.cql_policy_noise == 0
     assert resolve_config("omar", "mpe_spread", "medium", None)[0].agent.actor_lr == 0.01
     c, _ = resolve_config("macql", "mpe_spread", "random", None)
     assert c.agent.zeta == 0.5 and c.num_updates == 6000

@@ -23,6 +23,7 @@ This module holds what they share:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, ClassVar, Dict, NamedTuple, Sequence, Tuple
 
 import flax
@@ -37,7 +38,8 @@ TRANSITION_KEYS = ("obs", "actions", "rewards", "next_obs", "dones")
 
 
 # ----------------------------------------------------------------------------- critics
-def critic_loss(hp, coef, critic_params, batch, target_q: Array, key: Array):
+def critic_loss(hp, coef, critic_params, batch, target_q: Array, key: Array,
+                extra_actions=None):
     """CQL(H) double-critic loss for one agent (DOM2 Eq. 1, MA-CQL, OMAR).
 
       sum_k E[(y - Q_k(o, a))^2]
@@ -46,7 +48,10 @@ def critic_loss(hp, coef, critic_params, batch, target_q: Array, key: Array):
 
     batch arrays [B, ...]; target_q [B] (no gradient). ``hp`` needs ``critic_module``,
     ``num_cql_actions``, ``cql_density_correction`` and ``act_dim``; ``coef["zeta"]`` weighs
-    the CQL term.
+    the CQL term. ``extra_actions``: optional ``(actions [K, B, d], log_density [K, B])`` that
+    join the uniform ones in the logsumexp (with ``- log_density`` under the density
+    correction; ``- log(M + K)`` replaces ``- log M``): the current policy's noisy actions of
+    OMAR's MuJoCo MA-CQL (``cql_policy_actions``). Without them the loss is unchanged.
     """
     critic = hp.critic_module
     obs, actions = batch["obs"], batch["actions"]
@@ -55,9 +60,17 @@ def critic_loss(hp, coef, critic_params, batch, target_q: Array, key: Array):
     m = hp.num_cql_actions
     rand_a = jax.random.uniform(key, (m,) + actions.shape, actions.dtype, -1.0, 1.0)  # [M, B, d]
     q_rand = jax.vmap(lambda a: critic.apply(critic_params, obs, a))(rand_a)  # [M, 2, B]
+    n = m if extra_actions is None else m + extra_actions[0].shape[0]
     if hp.cql_density_correction:
-        q_rand = q_rand - hp.act_dim * jnp.log(0.5) - jnp.log(m)
-    lse = jax.scipy.special.logsumexp(q_rand, axis=0)  # [2, B]
+        q_rand = q_rand - hp.act_dim * jnp.log(0.5) - jnp.log(n)
+    q_all = q_rand
+    if extra_actions is not None:
+        pi_a, log_density = extra_actions
+        q_pi = jax.vmap(lambda a: critic.apply(critic_params, obs, a))(pi_a)  # [K, 2, B]
+        if hp.cql_density_correction:
+            q_pi = q_pi - log_density[:, None] - jnp.log(n)
+        q_all = jnp.concatenate([q_rand, q_pi], axis=0)
+    lse = jax.scipy.special.logsumexp(q_all, axis=0)  # [2, B]
     cql = jnp.mean(lse - q_data, axis=-1)  # [2]
     loss = jnp.sum(td) + coef["zeta"] * jnp.sum(cql)
     aux = {"critic_td": jnp.mean(td), "critic_cql": jnp.mean(cql),
@@ -348,12 +361,16 @@ class CQLHparams(ActorCriticHparams):
     num_cql_actions: int
     cql_density_correction: bool
     act_reg: float                # weight of mean(pi(o)^2) in the actor loss (OMAR code: 1e-3)
+    # > 0: the CQL logsumexp also takes num_cql_actions noisy actions pi(o) + N(0, s^2) and as
+    # many pi(o') + N(0, s^2), clipped to [-1, 1] (OMAR's MuJoCo code, s = 0.2); 0: uniform only.
+    cql_policy_noise: float
 
     def checks(self):
         return super().checks() + [
             (self.zeta >= 0, f"zeta must be >= 0, got {self.zeta}"),
             (self.num_cql_actions >= 1, "num_cql_actions must be >= 1"),
             (self.act_reg >= 0, "act_reg must be >= 0"),
+            (self.cql_policy_noise >= 0, "cql_policy_noise must be >= 0"),
         ]
 
 
@@ -392,6 +409,20 @@ def init_actor_critic(key: Array, hp: ActorCriticHparams) -> ActorCriticState:
                             coef=make_coef(hp), hp=hp)
 
 
+def cql_policy_actions(actor_mod, actor_params, batch, key: Array, m: int, sigma: float):
+    """OMAR's MuJoCo CQL samples: m actions pi(o) + N(0, sigma^2) and m actions pi(o') +
+    N(0, sigma^2), clipped to [-1, 1], with the log density of their noise (a Gaussian's log
+    pdf; OMAR's code subtracts the pdf itself). Returns (actions [2m, B, d], log_density
+    [2m, B]), without gradient (the critic loss must not train the actor)."""
+    pi = jnp.stack([actor_mod.apply(actor_params, batch["obs"]),
+                    actor_mod.apply(actor_params, batch["next_obs"])])  # [2, B, d]
+    noise = sigma * jax.random.normal(key, (2, m) + pi.shape[1:])  # [2, m, B, d]
+    acts = jnp.clip(pi[:, None] + noise, -1.0, 1.0).reshape((2 * m,) + pi.shape[1:])
+    log_density = jnp.sum(-0.5 * jnp.square(noise / sigma) - jnp.log(sigma * jnp.sqrt(2 * jnp.pi)),
+                          axis=-1)
+    return jax.lax.stop_gradient((acts, log_density.reshape((2 * m,) + pi.shape[1:2])))
+
+
 def actor_critic_agent_update(hp: ActorCriticHparams, coef, params, batch, key, step,
                               actor_loss_fn: Callable):
     """One TD3-style update of ONE agent.
@@ -410,7 +441,13 @@ def actor_critic_agent_update(hp: ActorCriticHparams, coef, params, batch, key, 
                          -hp.noise_clip, hp.noise_clip)
         next_a = jnp.clip(next_a + noise, -1.0, 1.0)
     target_q = td_target(critic_mod, params["critic_target"], batch, next_a, coef["gamma"])
-    loss_fn = critic_loss if hp.USES_CQL else td_critic_loss
+    if hp.USES_CQL and hp.cql_policy_noise > 0:
+        k_cql, k_pi = jax.random.split(k_cql)
+        extra = cql_policy_actions(actor_mod, params["actor"], batch, k_pi, hp.num_cql_actions,
+                                   hp.cql_policy_noise)
+        loss_fn = functools.partial(critic_loss, extra_actions=extra)
+    else:
+        loss_fn = critic_loss if hp.USES_CQL else td_critic_loss
     critic, critic_opt, c_loss, c_aux, c_grads = grad_step(
         hp.optimizer(hp.critic_lr), lambda p: loss_fn(hp, coef, p, batch, target_q, k_cql),
         params["critic"], params["critic_opt"])

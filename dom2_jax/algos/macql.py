@@ -38,6 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.critic_hidden = (256, 256)
     c.num_cql_actions = 10       # M uniform actions in the logsumexp
     c.cql_density_correction = True  # subtract log(0.5^d) (OMAR code) and log M (constant)
+    c.cql_policy_noise = 0.0     # > 0: also noisy pi(o), pi(o') in the logsumexp (OMAR MuJoCo: 0.2)
     c.act_reg = 1e-3             # OMAR code: pol_loss += 1e-3 * mean(pi(o)^2)
     c.policy_noise = 0.0         # OMAR's TD3 uses no target policy smoothing ...
     c.noise_clip = 0.5

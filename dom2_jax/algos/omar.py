@@ -48,6 +48,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.critic_hidden = (256, 256)
     c.num_cql_actions = 10
     c.cql_density_correction = True
+    c.cql_policy_noise = 0.0     # > 0: also noisy pi(o), pi(o') in the logsumexp (OMAR MuJoCo: 0.2)
     c.act_reg = 1e-3
     c.policy_noise = 0.0
     c.noise_clip = 0.5
