@@ -9,7 +9,8 @@ learners: agent j only sees its own o_j, a_j, r_j, o'_j).
 
 This module holds what they share:
   * ``critic_loss``: the CQL(H) double-critic loss with uniform actions (DOM2's Eq. 1, MA-CQL's
-    and OMAR's critic); ``td_critic_loss``: the same without the CQL term (TD3+BC);
+    and OMAR's critic), optionally with the policy's noisy actions too (``cql_policy_actions``,
+    OMAR's MuJoCo variant); ``td_critic_loss``: the same without the CQL term (TD3+BC);
     ``td_target``: y = r + gamma (1 - done) min_k Qbar_k(o', a').
   * ``HparamsBase``: config -> validated frozen dataclass; ``make_coef``; ``make_optimizer``.
   * ``update_agents`` (batch check + vmap over agents), ``act_per_agent`` ([..., A, obs_dim]

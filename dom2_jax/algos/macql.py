@@ -6,7 +6,9 @@ Per agent j, as in OMAR's public code (``ling-pan/OMAR``, ``algorithms/maddpg.py
   critic: y = r + gamma (1 - d) min_k Qbar_k(o', pibar(o'))
           L(phi) = sum_k E (y - Q_k(o, a))^2
                    + zeta sum_k E[logsumexp_m (Q_k(o, a~_m) - log 0.5^d) - log M - Q_k(o, a)],
-          a~_m ~ U[-1, 1]^d, M = 10  (``common.critic_loss``, the same function DOM2 uses)
+          a~_m ~ U[-1, 1]^d, M = 10  (``common.critic_loss``, the same function DOM2 uses);
+          on HalfCheetah (``cql_policy_noise = 0.2``) also 10 actions pi(o) + N(0, 0.2^2) and
+          10 pi(o') + N(0, 0.2^2) with their log densities, as OMAR's MuJoCo code does
   actor:  L(theta) = -E Q_1(o, pi(o)) + act_reg E ||pi(o)||^2 / d,  pi = tanh(MLP(o))
   targets: soft updates with rate rho.
 
