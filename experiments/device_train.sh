@@ -8,7 +8,7 @@
 # hold, in priority order, under one deadline:
 #   1. a smoke step (import, one jitted op on the accelerator; exit 3 if it fails; SMOKE=0 skips),
 #   2. the datasets (experiments.generate_dataset, DATASET_SIZE transitions, on the accelerator;
-#      reused if DATA_ROOT already holds them),
+#      DATA_ROOT/ENV/QUALITY-nSIZE, reused if already there),
 #   3. for each ALGO, for each QUALITY: experiments.train with NUM_SEEDS seeds vmapped,
 #      UPDATES updates, an evaluation of EVAL_EPISODES episodes every EVAL_EVERY updates.
 # Each training gets min(its own limit, time left before DEADLINE seconds); a run stopped by
@@ -81,11 +81,11 @@ then
 fi
 [ -f "$OUT/logs/smoke.log" ] && cat "$OUT/logs/smoke.log"
 
+ds() { echo "$DATA/$ENV_NAME/$1-n$DATASET_SIZE"; }  # one directory per quality and size
 for q in $QUALITIES; do
-    if [ -f "$DATA/$ENV_NAME/$q/meta.json" ]; then stamp "data $ENV_NAME/$q exists"; continue; fi
+    if [ -f "$(ds "$q")/meta.json" ]; then stamp "data $(ds "$q") exists"; continue; fi
     run_limited "data_${ENV_NAME}_$q" "$T_DATA" "$PY" -m experiments.generate_dataset \
-        --env="$ENV_NAME" --quality="$q" --num_samples="$DATASET_SIZE" \
-        --out="$DATA/$ENV_NAME/$q"
+        --env="$ENV_NAME" --quality="$q" --num_samples="$DATASET_SIZE" --out="$(ds "$q")"
 done
 
 for algo in $ALGOS; do
@@ -93,7 +93,7 @@ for algo in $ALGOS; do
     for q in $QUALITIES; do
         wd="$OUT/runs/$ENV_NAME/$q/$algo/seed$SEED-n$NUM_SEEDS"
         run_limited "train_${ENV_NAME}_${q}_$algo" "$limit" "$PY" -m experiments.train \
-            --algo="$algo" --env="$ENV_NAME" --quality="$q" --dataset="$DATA/$ENV_NAME/$q" \
+            --algo="$algo" --env="$ENV_NAME" --quality="$q" --dataset="$(ds "$q")" \
             --seed="$SEED" --num_seeds="$NUM_SEEDS" --workdir="$wd" --progress=false \
             ${PRESET:+--preset=$PRESET} --config.num_updates="$UPDATES" \
             --config.eval_every="$EVAL_EVERY" --config.eval_episodes="$EVAL_EPISODES" \

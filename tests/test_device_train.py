@@ -22,7 +22,7 @@ def test_device_train_runs_generates_and_packs(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "data_mpe_spread_expert exit 0" in r.stdout
     assert "train_mpe_spread_expert_bc exit 0" in r.stdout
-    assert os.path.exists(tmp_path / "data" / "mpe_spread" / "expert" / "obs.npy")
+    assert os.path.exists(tmp_path / "data" / "mpe_spread" / "expert-n2000" / "obs.npy")
     log = (tmp_path / "out" / "logs" / "train_mpe_spread_expert_bc.log").read_text()
     assert "update 4/4: eval" in log  # one line per evaluation without a progress bar
     with tarfile.open(tmp_path / "out" / "device_train.tar.gz") as tar:
@@ -35,4 +35,4 @@ def test_device_train_runs_generates_and_packs(tmp_path):
     # existing dataset is reused, not regenerated.
     r = _run(tmp_path / "late", tmp_path / "data", DEADLINE="5")
     assert r.returncode == 0 and "train_mpe_spread_expert_bc skipped" in r.stdout, r.stdout
-    assert "data mpe_spread/expert exists" in r.stdout
+    assert "mpe_spread/expert-n2000 exists" in r.stdout
