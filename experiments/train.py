@@ -272,7 +272,7 @@ def run(argv_flags=FLAGS):
         bar.update(k)
         if not f.progress:  # logs (sweeps, device runs) still get one line per evaluation
             print(f"update {step}/{trainer.num_chunks * k}: eval {mean_eval:.1f} "
-                  f"({time.time() - t0:.0f} s)", flush=True)
+                  f"({row['wall_s']:.0f} s)", flush=True)
     bar.close()
     if tb is not None:
         tb.close()

@@ -60,17 +60,15 @@ def critic_loss(hp, coef, critic_params, batch, target_q: Array, key: Array,
     td = jnp.mean(jnp.square(q_data - target_q[None]), axis=-1)  # [2]
     m = hp.num_cql_actions
     rand_a = jax.random.uniform(key, (m,) + actions.shape, actions.dtype, -1.0, 1.0)  # [M, B, d]
-    q_rand = jax.vmap(lambda a: critic.apply(critic_params, obs, a))(rand_a)  # [M, 2, B]
-    n = m if extra_actions is None else m + extra_actions[0].shape[0]
-    if hp.cql_density_correction:
-        q_rand = q_rand - hp.act_dim * jnp.log(0.5) - jnp.log(n)
-    q_all = q_rand
+    # log density of each sampled action under its proposal: uniform on [-1, 1]^d, or given
+    log_p = jnp.full(rand_a.shape[:2], hp.act_dim * jnp.log(0.5))  # [M, B]
     if extra_actions is not None:
-        pi_a, log_density = extra_actions
-        q_pi = jax.vmap(lambda a: critic.apply(critic_params, obs, a))(pi_a)  # [K, 2, B]
-        if hp.cql_density_correction:
-            q_pi = q_pi - log_density[:, None] - jnp.log(n)
-        q_all = jnp.concatenate([q_rand, q_pi], axis=0)
+        rand_a = jnp.concatenate([rand_a, extra_actions[0]], axis=0)  # [M + K, B, d]
+        log_p = jnp.concatenate([log_p, extra_actions[1]], axis=0)
+    q_all = jax.vmap(lambda a: critic.apply(critic_params, obs, a))(rand_a)  # [M + K, 2, B]
+    if hp.cql_density_correction:
+        q_all = q_all - log_p[:, None] - jnp.log(q_all.shape[0])
+    q_rand = q_all[:m]  # the uniform actions' terms (metrics)
     lse = jax.scipy.special.logsumexp(q_all, axis=0)  # [2, B]
     cql = jnp.mean(lse - q_data, axis=-1)  # [2]
     loss = jnp.sum(td) + coef["zeta"] * jnp.sum(cql)
@@ -419,8 +417,7 @@ def cql_policy_actions(actor_mod, actor_params, batch, key: Array, m: int, sigma
                     actor_mod.apply(actor_params, batch["next_obs"])])  # [2, B, d]
     noise = sigma * jax.random.normal(key, (2, m) + pi.shape[1:])  # [2, m, B, d]
     acts = jnp.clip(pi[:, None] + noise, -1.0, 1.0).reshape((2 * m,) + pi.shape[1:])
-    log_density = jnp.sum(-0.5 * jnp.square(noise / sigma) - jnp.log(sigma * jnp.sqrt(2 * jnp.pi)),
-                          axis=-1)
+    log_density = jnp.sum(jax.scipy.stats.norm.logpdf(noise, scale=sigma), axis=-1)
     return jax.lax.stop_gradient((acts, log_density.reshape((2 * m,) + pi.shape[1:2])))
 
 
