@@ -1,6 +1,7 @@
 r"""Tables and plots from a tree of runs (a sweep's root, or any directory of workdirs).
 
   python -m experiments.report --root=runs/sweep [--out=DIR] [--metric=normalised|score]
+  python -m experiments.report --root=runs/a,runs/b --out=DIR     (several trees, one report)
 
 Walks ROOT for run workdirs (results.json; config.json without results.json = unfinished),
 groups runs by (env, quality, algorithm, DOM2 ablation, data fraction), pools the per-seed final
@@ -47,8 +48,10 @@ FLAGS = flags.FLAGS
 def _define_flags():
     """CLI flags, defined only when run as a script (the module stays importable next to
     the other launchers, whose flag names overlap)."""
-    flags.DEFINE_string("root", "runs/sweep", "Directory tree holding run workdirs.")
-    flags.DEFINE_string("out", None, "Output directory (default: --root).")
+    flags.DEFINE_list("root", ["runs/sweep"], "Directory tree(s) holding run workdirs "
+                      "(comma-separated: one report over all of them).")
+    flags.DEFINE_string("out", None, "Output directory (default: --root; required with "
+                        "several roots).")
     flags.DEFINE_enum("metric", "normalised", list(METRICS),
                       "normalised: 100 (score - random) / (expert - random); score: raw return.")
 
@@ -106,13 +109,15 @@ def collect(root: str) -> List[Dict]:
                 rec.update(env=res["env"], quality=res.get("quality"), algo=res["algo"],
                            config=res.get("config", {}), refs=res.get("reference_returns") or {},
                            num_seeds=res.get("num_seeds"), shift=res.get("shift"))
+                rec["num_updates"] = res.get("num_updates", rec["config"].get("num_updates"))
                 for s in res["seeds"]:
                     rec["seeds"].append({
                         "final_score": s["final_score_mean"],
                         "best_score": s.get("best_eval_score"),
                         "final_normalised": s.get("final_normalized_score",
                                                   normalise(s["final_score_mean"], rec["refs"])),
-                        "best_normalised": normalise(s.get("best_eval_score"), rec["refs"])})
+                        "best_normalised": normalise(s.get("best_eval_score"), rec["refs"]),
+                        "final_shift_score": s.get("final_shift_score_mean")})
                 if len(rec["seeds"]) != rec["num_seeds"] or not rec["seeds"]:
                     rec["status"] = "incomplete results.json"
             else:
@@ -127,6 +132,10 @@ def collect(root: str) -> List[Dict]:
                 if last:  # what a stopped run reached: its newest evaluation, mean over seeds
                     status += (f"; last evaluation {sum(last) / len(last):.1f} raw, mean of "
                                f"{len(last)} seed(s)")
+                    rec["last_eval"] = {
+                        "step": done, "scores": last,
+                        "shift_scores": [v for k, v in rows[-1].items()
+                                         if k.startswith("shift_eval/")]}
                 rec["status"] = status + ")"
         except (OSError, ValueError, KeyError, TypeError) as e:
             rec.update(status=f"unreadable ({type(e).__name__}: {e})", env=None, quality=None,
@@ -269,6 +278,78 @@ def tables(groups: List[Dict], metric: str) -> Dict[str, str]:
     return out
 
 
+def paper_comparison(records: List[Dict]) -> List[Dict]:
+    """Our raw scores next to the paper's Tables 1-4 (``experiments.paper_tables``), one entry
+    per (env, evaluation environment, quality, algorithm) that we ran: full algorithms on all
+    the data only (no ablations, no fractions). Finished runs pool their seeds' final scores;
+    a group with no finished run shows its unfinished runs' newest evaluation instead
+    (``status`` says so, with the updates reached). A run trained with ``--shift=S`` adds its
+    shifted evaluations to the (env, S) rows, which Tables 2 and 4 report."""
+    from experiments import paper_tables
+    groups: Dict[tuple, Dict] = {}
+    for rec in records:
+        if rec.get("algo") is None or rec["ablation"] not in (None, "full") \
+                or rec["fraction"] != 1.0:
+            continue
+        done = rec["status"] == "done"
+        last = rec.get("last_eval")
+        if not done and last is None:
+            continue
+        evals = [(None, "final_score", "scores")]
+        if rec.get("shift"):
+            evals.append((rec["shift"], "final_shift_score", "shift_scores"))
+        for shift, final_key, last_key in evals:
+            scores = [x[final_key] for x in rec["seeds"]] if done else last[last_key]
+            if not scores or any(v is None for v in scores):
+                continue
+            g = groups.setdefault((rec["env"], shift, rec["quality"], rec["algo"]),
+                                  {"done": [], "partial": []})
+            g["done" if done else "partial"].append(
+                (scores, rec.get("num_updates") if done else last["step"],
+                 rec["config"].get("num_updates")))
+    out = []
+    for (env, shift, q, algo) in sorted(groups, key=lambda k: (
+            _index(ENVS, k[0]), str(k[0]), str(k[1] or ""), _index(QUALITIES, k[2]), str(k[2]),
+            _index(ALGO_ORDER, k[3]), str(k[3]))):
+        g = groups[(env, shift, q, algo)]
+        finished = bool(g["done"])
+        runs = g["done"] or g["partial"]
+        scores = [v for sc, _, _ in runs for v in sc]
+        mean, std = _mean_std(scores)
+        reached = sorted({u for _, u, _ in runs if u is not None})
+        planned = sorted({t for _, _, t in runs if t is not None})
+        paper = paper_tables.paper_score(env, q, algo, shift)
+        out.append({
+            "env": env, "shift": shift, "quality": q, "algo": algo, "mean": mean, "std": std,
+            "num_seeds": len(scores), "updates": reached, "planned_updates": planned,
+            "finished": finished, "paper_mean": paper[0] if paper else None,
+            "paper_std": paper[1] if paper else None,
+            "paper_table": paper_tables.TABLE_OF.get((env, shift)) if paper else None,
+            "diff": mean - paper[0] if paper else None})
+    return out
+
+
+def _updates(xs):
+    return ", ".join(f"{u // 1000}k" if u % 1000 == 0 and u >= 1000 else str(u) for u in xs) \
+        or "?"
+
+
+def paper_table(rows: List[Dict]) -> str:
+    body = []
+    for r in rows:
+        status = "final" if r["finished"] else (
+            f"**unfinished**: newest evaluation, at {_updates(r['updates'])} of "
+            f"{_updates(r['planned_updates'])}")
+        paper = (f"{r['paper_mean']:.1f} ± {r['paper_std']:.1f} (T{r['paper_table']})"
+                 if r["paper_mean"] is not None else "–")
+        body.append([r["env"], r["shift"] or "–", r["quality"], ALGO_LABELS.get(r["algo"], r["algo"]),
+                     f"{r['mean']:.1f} ± {r['std']:.1f}", str(r["num_seeds"]),
+                     _updates(r["updates"]), status, paper,
+                     f"{r['diff']:+.1f}" if r["diff"] is not None else "–"])
+    return _table(["task", "shift", "quality", "algorithm", "ours", "seeds", "updates",
+                   "ours is", "paper (table)", "ours − paper"], body)
+
+
 def variant_label(g) -> str:
     name = ALGO_LABELS.get(g["algo"], g["algo"])
     if g["ablation"] not in (None, "full"):
@@ -278,7 +359,7 @@ def variant_label(g) -> str:
     return name
 
 
-def markdown(groups, records, metric, figures, root=".") -> str:
+def markdown(groups, records, metric, figures, root=".", paper_rows=None) -> str:
     what = ("normalised score (100 = dataset expert, 0 = random)" if metric == "normalised"
             else "episode score (raw return)")
     t = tables(groups, metric)
@@ -290,6 +371,13 @@ def markdown(groups, records, metric, figures, root=".") -> str:
         md += ["## Final performance (Table 1/3 layout)\n", t["main"], "",
                "## Best evaluation during training (mean ± std over seeds of each seed's best)\n",
                t["main_best"], ""]
+    if paper_rows:
+        md += ["## Next to the paper (Tables 1-4; raw score)\n",
+               "Episode return, mean ± std over seeds (population std) of the final "
+               "evaluation; the paper's mean ± std (its table in brackets; it has no BC or "
+               "MA-TD3+BC). shift: the evaluation environment (– standard; `speed`: Table 2, "
+               "`R`/`E`: Table 4). An unfinished run shows its newest evaluation, which is not "
+               "a final score.\n", paper_table(paper_rows), ""]
     if "fractions" in t:
         md += ["## Data fractions (Fig. 5)\n", t["fractions"], ""]
     if "ablations" in t:
@@ -418,21 +506,34 @@ def learning_curves(records, metric, out) -> List[str]:
 
 # ---------------------------------------------------------------------------------- main
 
-def make_report(root: str, out: Optional[str] = None, metric: str = "normalised") -> Dict:
+def make_report(root, out: Optional[str] = None, metric: str = "normalised") -> Dict:
     """Writes report.md, report.json and the PNGs into ``out`` (default ``root``); returns the
-    report.json content."""
+    report.json content. ``root``: a directory, or a list of them (one report over all;
+    ``out`` is then required)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"--root {root!r} is not a directory")
-    out = out or root
+    roots = [root] if isinstance(root, str) else list(root)
+    if not roots:
+        raise ValueError("no --root given")
+    for r in roots:
+        if not os.path.isdir(r):
+            raise FileNotFoundError(f"--root {r!r} is not a directory")
+    if out is None and len(roots) > 1:
+        raise ValueError("--out is required with several roots")
+    out = out or roots[0]
     os.makedirs(out, exist_ok=True)
-    records = collect(root)
+    records = [rec for r in roots for rec in collect(r)]
+    root = roots[0] if len(roots) == 1 else os.path.commonpath([os.path.abspath(r)
+                                                                 for r in roots])
     groups = aggregate(records, metric)
     figures = bar_charts(groups, metric, out) + learning_curves(records, metric, out)
+    paper_rows = paper_comparison(records)
     from dom2_jax.training.reporting import atomic_write_text, write_json
-    atomic_write_text(os.path.join(out, "report.md"), markdown(groups, records, metric, figures, root))
-    rep = {"root": os.path.abspath(root), "metric": metric, "groups": groups,
+    atomic_write_text(os.path.join(out, "report.md"),
+                      markdown(groups, records, metric, figures, root, paper_rows))
+    rep = {"root": os.path.abspath(root), "roots": [os.path.abspath(r) for r in roots],
+           "metric": metric, "groups": groups,
+           "paper_comparison": paper_rows,
            "runs": [{k: r.get(k) for k in ("workdir", "status", "env", "quality", "algo",
                                            "ablation", "fraction")} for r in records],
            "figures": figures}
@@ -447,7 +548,7 @@ def main(argv):
         rep = make_report(FLAGS.root, FLAGS.out, FLAGS.metric)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
-    out = FLAGS.out or FLAGS.root
+    out = FLAGS.out or FLAGS.root[0]
     n_done = sum(r["status"] == "done" for r in rep["runs"])
     print(f"{n_done} finished run(s) of {len(rep['runs'])} in {len(rep['groups'])} group(s); "
           f"wrote {os.path.join(out, 'report.md')}, report.json and {len(rep['figures'])} "

@@ -178,3 +178,47 @@ def test_report_on_hand_written_results(tmp_path):
     assert g["dom2", "full", 1.0]["final_mean"] == pytest.approx(dom2.mean() - 10)
     assert g["dom2", "full", 1.0]["final_std"] == pytest.approx(dom2.std())
     assert json.load(open(tmp_path / "norm" / "report.json"))["metric"] == "normalised"
+
+
+def test_report_next_to_the_paper_and_several_roots(tmp_path):
+    """The 'Next to the paper' rows: pooled finished seeds against experiments.paper_tables,
+    a shifted run's second evaluation against Table 2, an unfinished run's newest evaluation
+    (flagged), and no rows for ablations; two roots make one report."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    _fake_run(a, "mpe_spread/expert/dom2/seed0-n2", "dom2", [600.0, 620.0])
+    _fake_run(a, "mpe_spread/expert/dom2-no_q/seed0", "dom2", [1.0], agent={"eta": 0.0})
+    _fake_run(a, "mpe_spread/expert/bc/seed0", "bc", [500.0])
+    d = b / "mpe_spread/expert/omar/seed0"  # trained with --shift=speed: two evaluations
+    _fake_run(b, "mpe_spread/expert/omar/seed0", "omar", [560.0])
+    res = json.load(open(d / "results.json"))
+    res["shift"] = "speed"
+    res["seeds"][0]["final_shift_score_mean"] = 400.0
+    json.dump(res, open(d / "results.json", "w"))
+    d = b / "mpe_spread/expert/macql/seed0"  # unfinished: 2 of 6 evaluations
+    os.makedirs(d)
+    json.dump({"algo": "macql", "env": "mpe_spread", "quality": "expert", "num_seeds": 1,
+               "config": {"num_updates": 6000}}, open(d / "config.json", "w"))
+    (d / "metrics.csv").write_text("step,eval/seed0\n1000,100.0\n2000,300.0\n")
+
+    with pytest.raises(ValueError, match="--out is required"):
+        report.make_report([str(a), str(b)])
+    rep = report.make_report([str(a), str(b)], str(tmp_path / "rep"), "score")
+    rows = {(r["algo"], r["shift"]): r for r in rep["paper_comparison"]}
+    assert set(rows) == {("bc", None), ("macql", None), ("omar", None), ("omar", "speed"),
+                         ("dom2", None)}
+    dom2 = rows["dom2", None]  # the ablation's 1.0 is not pooled in
+    assert (dom2["mean"], dom2["std"], dom2["num_seeds"]) == (610.0, 10.0, 2)
+    assert (dom2["paper_mean"], dom2["paper_table"]) == (628.6, 1)
+    assert dom2["diff"] == pytest.approx(610.0 - 628.6) and dom2["finished"]
+    assert rows["omar", "speed"]["mean"] == 400.0 and rows["omar", "speed"]["paper_table"] == 2
+    assert rows["omar", "speed"]["paper_mean"] == 410.6
+    assert rows["bc", None]["paper_mean"] is None and rows["bc", None]["diff"] is None
+    cql = rows["macql", None]
+    assert not cql["finished"] and cql["mean"] == 300.0 and cql["updates"] == [2000]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert ("| mpe_spread | – | expert | DOM2 | 610.0 ± 10.0 | 2 | 100 | final | "
+            "628.6 ± 17.2 (T1) | -18.6 |") in md
+    assert ("| mpe_spread | – | expert | MA-CQL | 300.0 ± 0.0 | 1 | 2k | **unfinished**: newest "
+            "evaluation, at 2k of 6k | 478.9 ± 29.1 (T1) | -178.9 |") in md
+    assert "| mpe_spread | speed | expert | OMAR | 400.0 ± 0.0 | 1 | 100 | final | " in md
+    assert len(rep["roots"]) == 2 and len(rep["runs"]) == 5
