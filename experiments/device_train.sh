@@ -27,9 +27,55 @@
 # A CPU dry run at smoke sizes (~3 min):
 #   PRESET=smoke UPDATES=4 EVAL_EVERY=2 EVAL_EPISODES=2 DATASET_SIZE=2000 \
 #     bash experiments/device_train.sh /tmp/dt
+#
+# ENVS (default: ENV_NAME, default mpe_spread) may list several tasks; the order is ALGOS, then
+# ENVS, then QUALITIES. A training whose workdir already holds results.json is skipped; one with
+# checkpoints resumes from the newest, so running the script again continues where it stopped.
+#
+# Runs longer than one 10-minute call (session 7): DETACH=1 starts the driver in its own process
+# session (setsid), which a lent machine keeps running between calls while it stays warm, with
+# OUTDIR replaced by STATE_DIR/out (default /tmp/device_train_state/out; its checkpoints stay
+# there), then waits at most WAIT seconds (default 560), copies the tarball and the driver's log
+# into OUTDIR and returns; the driver's DEADLINE counts from its own start. Calling DETACH=1
+# again attaches to a driver that is still running (waits for it again) or, if none runs,
+# starts a new one that skips finished trainings and resumes the others. E.g. a 100k-update
+# run spanning two calls of a 900 s lease:
+#   call 1: DETACH=1 WAIT=560 DEADLINE=800 T_DOM2=780 UPDATES=100000 EVAL_EVERY=20000 ...
+#   call 2 (sent within the 30 s the machine stays warm): DETACH=1 WAIT=240 (same variables)
 set -u
 OUT=${1:?usage: device_train.sh OUTDIR}
-ENV_NAME=${ENV_NAME:-mpe_spread}
+if [ "${DETACH:-0}" = 1 ]; then
+    ST=${STATE_DIR:-/tmp/device_train_state}
+    WAIT=${WAIT:-560}
+    mkdir -p "$ST/out" "$OUT"
+    pid=$(cat "$ST/driver.pid" 2>/dev/null)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        echo "[device_train] attaching to the running driver (pid $pid)"
+    else
+        DETACH=0 DRIVER_PIDFILE="$ST/driver.pid" setsid bash "$0" "$ST/out" \
+            >> "$ST/driver.log" 2>&1 < /dev/null &
+        for _ in $(seq 50); do  # the driver writes its own pid
+            pid=$(cat "$ST/driver.pid" 2>/dev/null)
+            [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && break
+            sleep 0.1
+        done
+        echo "[device_train] started a detached driver (pid $pid; log $ST/driver.log)"
+    fi
+    end=$(( $(date +%s) + WAIT ))
+    while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do
+        sleep 2
+    done
+    cp "$ST/out/device_train.tar.gz" "$ST/driver.log" "$OUT/" 2>/dev/null
+    tail -n 40 "$ST/driver.log"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        echo "[device_train] the driver is still running: call again with DETACH=1 to wait for it"
+    else
+        echo "[device_train] the driver has ended"
+    fi
+    exit 0
+fi
+[ -n "${DRIVER_PIDFILE:-}" ] && echo $$ > "$DRIVER_PIDFILE"
+ENVS=${ENVS:-${ENV_NAME:-mpe_spread}}
 QUALITIES=${QUALITIES:-expert medium}
 ALGOS=${ALGOS:-dom2}
 NUM_SEEDS=${NUM_SEEDS:-2}
@@ -60,7 +106,7 @@ run_limited() {  # name, limit, command...
     [ "$l" -lt "$limit" ] && limit=$l
     if [ "$limit" -lt 15 ]; then stamp "$name skipped: ${l}s left"; return 0; fi
     stamp "$name (limit ${limit}s): $*"
-    timeout --signal=INT --kill-after=10 "$limit" "$@" > "$OUT/logs/$name.log" 2>&1
+    timeout --signal=INT --kill-after=10 "$limit" "$@" >> "$OUT/logs/$name.log" 2>&1
     local rc=$?
     tail -n 4 "$OUT/logs/$name.log"
     stamp "$name exit $rc"
@@ -81,23 +127,28 @@ then
 fi
 [ -f "$OUT/logs/smoke.log" ] && cat "$OUT/logs/smoke.log"
 
-ds() { echo "$DATA/$ENV_NAME/$1-n$DATASET_SIZE"; }  # one directory per quality and size
-for q in $QUALITIES; do
-    if [ -f "$(ds "$q")/meta.json" ]; then stamp "data $(ds "$q") exists"; continue; fi
-    run_limited "data_${ENV_NAME}_$q" "$T_DATA" "$PY" -m experiments.generate_dataset \
-        --env="$ENV_NAME" --quality="$q" --num_samples="$DATASET_SIZE" --out="$(ds "$q")"
+ds() { echo "$DATA/$1/$2-n$DATASET_SIZE"; }  # one directory per task, quality and size
+for env in $ENVS; do
+    for q in $QUALITIES; do
+        if [ -f "$(ds "$env" "$q")/meta.json" ]; then stamp "data $(ds "$env" "$q") exists"; continue; fi
+        run_limited "data_${env}_$q" "$T_DATA" "$PY" -m experiments.generate_dataset \
+            --env="$env" --quality="$q" --num_samples="$DATASET_SIZE" --out="$(ds "$env" "$q")"
+    done
 done
 
 for algo in $ALGOS; do
     limit=$T_OTHER; [ "$algo" = dom2 ] && limit=$T_DOM2
-    for q in $QUALITIES; do
-        wd="$OUT/runs/$ENV_NAME/$q/$algo/seed$SEED-n$NUM_SEEDS"
-        run_limited "train_${ENV_NAME}_${q}_$algo" "$limit" "$PY" -m experiments.train \
-            --algo="$algo" --env="$ENV_NAME" --quality="$q" --dataset="$(ds "$q")" \
-            --seed="$SEED" --num_seeds="$NUM_SEEDS" --workdir="$wd" --progress=false \
-            ${PRESET:+--preset=$PRESET} --config.num_updates="$UPDATES" \
-            --config.eval_every="$EVAL_EVERY" --config.eval_episodes="$EVAL_EPISODES" \
-            --config.dataset_size="$DATASET_SIZE" $EXTRA
+    for env in $ENVS; do
+        for q in $QUALITIES; do
+            wd="$OUT/runs/$env/$q/$algo/seed$SEED-n$NUM_SEEDS"
+            if [ -f "$wd/results.json" ]; then stamp "train_${env}_${q}_$algo finished before"; continue; fi
+            run_limited "train_${env}_${q}_$algo" "$limit" "$PY" -m experiments.train \
+                --algo="$algo" --env="$env" --quality="$q" --dataset="$(ds "$env" "$q")" \
+                --seed="$SEED" --num_seeds="$NUM_SEEDS" --workdir="$wd" --progress=false \
+                ${PRESET:+--preset=$PRESET} --config.num_updates="$UPDATES" \
+                --config.eval_every="$EVAL_EVERY" --config.eval_episodes="$EVAL_EPISODES" \
+                --config.dataset_size="$DATASET_SIZE" $EXTRA
+        done
     done
 done
 stamp "done"

@@ -36,3 +36,25 @@ def test_device_train_runs_generates_and_packs(tmp_path):
     r = _run(tmp_path / "late", tmp_path / "data", DEADLINE="5")
     assert r.returncode == 0 and "train_mpe_spread_expert_bc skipped" in r.stdout, r.stdout
     assert "mpe_spread/expert-n2000 exists" in r.stdout
+
+
+def test_detached_driver_spans_calls(tmp_path):
+    """DETACH=1: the first call starts the driver in its own session and returns at once; the
+    next attaches, waits for it and hands back its tarball; a third (driver gone) starts a new
+    driver that skips the finished training and reuses the dataset."""
+    state = tmp_path / "state"
+    r = _run(tmp_path / "o1", tmp_path / "data", DETACH="1", WAIT="0", STATE_DIR=str(state))
+    assert r.returncode == 0 and "started a detached driver" in r.stdout, r.stdout + r.stderr
+    assert "still running" in r.stdout
+    r = _run(tmp_path / "o2", tmp_path / "data", DETACH="1", WAIT="400", STATE_DIR=str(state))
+    assert "attaching to the running driver" in r.stdout and "driver has ended" in r.stdout, (
+        r.stdout)
+    assert "train_mpe_spread_expert_bc exit 0" in (tmp_path / "o2" / "driver.log").read_text()
+    with tarfile.open(tmp_path / "o2" / "device_train.tar.gz") as tar:
+        assert "runs/mpe_spread/expert/bc/seed0-n2/results.json" in tar.getnames()
+    assert os.path.isdir(state / "out" / "runs" / "mpe_spread" / "expert" / "bc" / "seed0-n2"
+                         / "checkpoints")  # kept on the machine for a later resume
+    r = _run(tmp_path / "o3", tmp_path / "data", DETACH="1", WAIT="400", STATE_DIR=str(state))
+    assert "started a detached driver" in r.stdout and "driver has ended" in r.stdout
+    log = (tmp_path / "o3" / "driver.log").read_text()
+    assert "train_mpe_spread_expert_bc finished before" in log and "expert-n2000 exists" in log
