@@ -41,6 +41,7 @@ ABLATION_LABELS = {"full": "DOM2", "no_q": "w/o policy improvement (eta=0)",
                    "no_bc": "w/o diffusion loss", "mlp_noise": "MLP noise net",
                    "no_aug": "w/o augmentation"}
 METRICS = ("normalised", "score")
+SHIFT_ORDER = (None, "speed", "R", "E")  # standard env, then Table 2's and Table 4's shifts
 
 FLAGS = flags.FLAGS
 
@@ -120,6 +121,7 @@ def collect(root: str) -> List[Dict]:
                         "final_shift_score": s.get("final_shift_score_mean")})
                 if len(rec["seeds"]) != rec["num_seeds"] or not rec["seeds"]:
                     rec["status"] = "incomplete results.json"
+                rec["shift_evals"] = shift_evaluations(d, rec)
             else:
                 cfg = _read_json(os.path.join(d, "config.json"))
                 rec.update(env=cfg["env"], quality=cfg.get("quality"), algo=cfg["algo"],
@@ -145,6 +147,31 @@ def collect(root: str) -> List[Dict]:
         rec["quality"] = rec.get("quality") or "?"
         records.append(rec)
     return records
+
+
+def shift_evaluations(workdir: str, rec: Dict) -> Dict[str, List[float]]:
+    """{shift: per-seed mean scores} of a finished run's final parameters in shifted
+    environments: its own (``experiments.train --shift``) and those ``experiments.evaluate``
+    wrote to ``WORKDIR/evaluations/`` (for each shift, the one with the most episodes)."""
+    out, episodes = {}, {}
+    if rec.get("shift") and rec["seeds"] and all(
+            x["final_shift_score"] is not None for x in rec["seeds"]):
+        out[rec["shift"]] = [x["final_shift_score"] for x in rec["seeds"]]
+        episodes[rec["shift"]] = int(rec["config"].get("eval_episodes", 0))
+    ev_dir = os.path.join(workdir, "evaluations")
+    for name in sorted(os.listdir(ev_dir)) if os.path.isdir(ev_dir) else []:
+        if not name.endswith(".json"):
+            continue
+        try:
+            ev = _read_json(os.path.join(ev_dir, name))
+            shift, n = ev.get("shift"), int(ev["episodes"])
+            scores = [float(x["score_mean"]) for x in ev["seeds"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a stray or foreign file does not stop the report
+        if shift and ev.get("final_parameters") and len(scores) == rec["num_seeds"] \
+                and n > episodes.get(shift, 0):
+            out[shift], episodes[shift] = scores, n
+    return out
 
 
 # ------------------------------------------------------------------------------ aggregating
@@ -283,8 +310,8 @@ def paper_comparison(records: List[Dict]) -> List[Dict]:
     per (env, evaluation environment, quality, algorithm) that we ran: full algorithms on all
     the data only (no ablations, no fractions). Finished runs pool their seeds' final scores;
     a group with no finished run shows its unfinished runs' newest evaluation instead
-    (``status`` says so, with the updates reached). A run trained with ``--shift=S`` adds its
-    shifted evaluations to the (env, S) rows, which Tables 2 and 4 report."""
+    (``status`` says so, with the updates reached). A finished run's shifted evaluations
+    (``shift_evaluations``) go to the (env, S) rows, which Tables 2 and 4 report."""
     from experiments import paper_tables
     groups: Dict[tuple, Dict] = {}
     for rec in records:
@@ -295,11 +322,14 @@ def paper_comparison(records: List[Dict]) -> List[Dict]:
         last = rec.get("last_eval")
         if not done and last is None:
             continue
-        evals = [(None, "final_score", "scores")]
-        if rec.get("shift"):
-            evals.append((rec["shift"], "final_shift_score", "shift_scores"))
-        for shift, final_key, last_key in evals:
-            scores = [x[final_key] for x in rec["seeds"]] if done else last[last_key]
+        if done:
+            evals = [(None, [x["final_score"] for x in rec["seeds"]])]
+            evals += sorted(rec.get("shift_evals", {}).items())
+        else:
+            evals = [(None, last["scores"])]
+            if rec.get("shift"):
+                evals.append((rec["shift"], last["shift_scores"]))
+        for shift, scores in evals:
             if not scores or any(v is None for v in scores):
                 continue
             g = groups.setdefault((rec["env"], shift, rec["quality"], rec["algo"]),
@@ -309,7 +339,8 @@ def paper_comparison(records: List[Dict]) -> List[Dict]:
                  rec["config"].get("num_updates")))
     out = []
     for (env, shift, q, algo) in sorted(groups, key=lambda k: (
-            _index(ENVS, k[0]), str(k[0]), str(k[1] or ""), _index(QUALITIES, k[2]), str(k[2]),
+            _index(ENVS, k[0]), str(k[0]), _index(SHIFT_ORDER, k[1]), str(k[1]),
+            _index(QUALITIES, k[2]), str(k[2]),
             _index(ALGO_ORDER, k[3]), str(k[3]))):
         g = groups[(env, shift, q, algo)]
         finished = bool(g["done"])
@@ -342,7 +373,8 @@ def paper_table(rows: List[Dict]) -> str:
             f"{_updates(r['planned_updates'])}")
         paper = (f"{r['paper_mean']:.1f} ± {r['paper_std']:.1f} (T{r['paper_table']})"
                  if r["paper_mean"] is not None else "–")
-        body.append([r["env"], r["shift"] or "–", r["quality"], ALGO_LABELS.get(r["algo"], r["algo"]),
+        body.append([r["env"], r["shift"] or "–", r["quality"],
+                     ALGO_LABELS.get(r["algo"], r["algo"]),
                      f"{r['mean']:.1f} ± {r['std']:.1f}", str(r["num_seeds"]),
                      _updates(r["updates"]), status, paper,
                      f"{r['diff']:+.1f}" if r["diff"] is not None else "–"])

@@ -200,12 +200,22 @@ def test_report_next_to_the_paper_and_several_roots(tmp_path):
                "config": {"num_updates": 6000}}, open(d / "config.json", "w"))
     (d / "metrics.csv").write_text("step,eval/seed0\n1000,100.0\n2000,300.0\n")
 
+    ev_dir = a / "mpe_spread/expert/dom2/seed0-n2/evaluations"  # experiments.evaluate output
+    os.makedirs(ev_dir)
+    for name, final, n, scores in (("shift-speed-u100-e10-k0.json", True, 10, [1.0, 2.0]),
+                                   ("shift-speed-u100-e50-k0.json", True, 50, [430.0, 450.0]),
+                                   ("shift-speed-u50-e500-k0.json", False, 500, [9.0, 9.0])):
+        json.dump({"shift": "speed", "episodes": n, "final_parameters": final,
+                   "seeds": [{"score_mean": x} for x in scores]}, open(ev_dir / name, "w"))
+    (ev_dir / "notes.json").write_text("{")  # a stray file is skipped
     with pytest.raises(ValueError, match="--out is required"):
         report.make_report([str(a), str(b)])
     rep = report.make_report([str(a), str(b)], str(tmp_path / "rep"), "score")
     rows = {(r["algo"], r["shift"]): r for r in rep["paper_comparison"]}
     assert set(rows) == {("bc", None), ("macql", None), ("omar", None), ("omar", "speed"),
-                         ("dom2", None)}
+                         ("dom2", None), ("dom2", "speed")}
+    # the final parameters' evaluation with the most episodes; not an older checkpoint's
+    assert rows["dom2", "speed"]["mean"] == 440.0 and rows["dom2", "speed"]["paper_mean"] == 444.0
     dom2 = rows["dom2", None]  # the ablation's 1.0 is not pooled in
     assert (dom2["mean"], dom2["std"], dom2["num_seeds"]) == (610.0, 10.0, 2)
     assert (dom2["paper_mean"], dom2["paper_table"]) == (628.6, 1)

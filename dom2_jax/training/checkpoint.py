@@ -25,6 +25,9 @@ class Checkpointer:
     def latest_step(self):
         return self._mgr.latest_step()
 
+    def all_steps(self):
+        return sorted(self._mgr.all_steps())
+
     def save(self, step: int, carry) -> None:
         self._mgr.save(int(step), args=ocp.args.StandardSave(carry))
         self._mgr.wait_until_finished()

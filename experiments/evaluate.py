@@ -1,0 +1,207 @@
+r"""Evaluate a trained run's checkpoint again, in the standard or a shifted environment.
+
+  python -m experiments.evaluate --workdir=runs/x --shift=speed --episodes=1000
+  python -m experiments.evaluate --workdir=runs/hc --shift=E          # HalfCheetah: R or E
+
+Tables 2 and 4 of the paper train on data from the standard environment and evaluate in shifted
+ones (MPE: each agent's speed ~ U[v_min, 1]; HalfCheetah: random / extreme power, density and
+friction). ``experiments.train --shift=S`` does that during training; this launcher does it
+afterwards for any ``experiments.train`` workdir, from its newest checkpoint (the final
+parameters of a finished run) or ``--chunk=C``, for every vmapped seed of the run, without the
+dataset (observation statistics come from results.json when the run standardised inputs).
+
+Writes ``WORKDIR/evaluations/<standard|shift-S>-u<updates>-e<episodes>-k<eval_seed>.json``
+(atomic) with each seed's mean and std episode score, the normalised score where the run's
+dataset has reference returns, and the standard environment's score on as many episodes (so the
+drop a shift causes is measured with the same episode count). ``experiments.report`` puts the
+shifted evaluations of a finished run's final parameters into its Table 2 / 4 rows. Same
+workdir, flags and eval seed -> the same numbers. Do not point it at a workdir whose training is
+still running.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+
+from absl import app, flags, logging
+
+SHIFTS = {"speed": "mpe_", "R": "mamujoco_", "E": "mamujoco_"}
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+    flags.DEFINE_string("workdir", None, "An experiments.train workdir (config.json, "
+                        "checkpoints/).")
+    flags.DEFINE_enum("shift", None, list(SHIFTS), "Evaluate in this shifted environment: "
+                      "speed (MPE) or R / E (HalfCheetah); default: the standard environment.")
+    flags.DEFINE_integer("episodes", None, "Episodes per seed (default: the run's "
+                         "eval_episodes).")
+    flags.DEFINE_integer("chunk", None, "Checkpoint to evaluate, in chunks of eval_every "
+                         "updates (default: the newest).")
+    flags.DEFINE_integer("eval_seed", 0, "Seed of the evaluation episodes (seed i of the run "
+                         "uses fold_in(PRNGKey(eval_seed), i)).")
+    flags.DEFINE_enum("eval_backend", "auto", ["auto", "jax", "cpu"],
+                      "HalfCheetah: 'cpu' = C MuJoCo, 'jax' = MJX, 'auto' = C MuJoCo when JAX "
+                      "runs on a CPU (see experiments.train).")
+
+
+def _fail(msg):
+    raise SystemExit(f"error: {msg}")
+
+
+def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_seed=0,
+                     eval_backend="auto", keys=None):
+    """Evaluates every seed of ``workdir``'s checkpoint; returns (and writes) the result dict.
+
+    ``keys``: one evaluation key per seed ([S]; default fold_in(PRNGKey(eval_seed), i)), used
+    as the trainer's evaluation uses its chunk's key: split into (standard env, shifted env)."""
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+    import numpy as np
+
+    from dom2_jax import envs
+    from dom2_jax.envs.rollout import make_rollout
+    from dom2_jax.training.checkpoint import Checkpointer
+    from dom2_jax.training.host_eval import make_cpu_evaluate, resolve_eval_backend
+    from dom2_jax.training.reporting import write_json
+    from dom2_jax.training.trainer import TrainCarry
+
+    cfg_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(cfg_path):
+        _fail(f"{workdir} has no config.json: not an experiments.train workdir")
+    resolved = json.load(open(cfg_path))
+    env_name, algo_name = resolved["env"], resolved["algo"]
+    if shift is not None and not env_name.startswith(SHIFTS[shift]):
+        _fail(f"--shift={shift} does not apply to {env_name}: use "
+              f"{'speed' if env_name.startswith('mpe_') else 'R or E'}")
+    config = ml_collections.ConfigDict(resolved["config"])
+    algo = importlib.import_module(f"dom2_jax.algos.{algo_name}")
+    # Fields added to the algorithm after the run was trained take today's defaults (each
+    # new field's default keeps the old behaviour); the output lists them.
+    agent = algo.default_config().to_dict()
+    filled = sorted(set(agent) - set(config.agent.to_dict()))
+    agent.update(config.agent.to_dict())
+    config.agent = ml_collections.ConfigDict(agent)
+    env_kwargs = dict(config.get("env_kwargs", {}))
+    env = envs.make(env_name, **env_kwargs)
+    target = envs.make(env_name, shift=shift, **env_kwargs) if shift else env
+    num_seeds = int(resolved.get("num_seeds", 1))
+    episodes = int(episodes or config.eval_episodes)
+    if episodes < 1:
+        _fail(f"--episodes must be >= 1, got {episodes}")
+
+    res_path = os.path.join(workdir, "results.json")
+    results = json.load(open(res_path)) if os.path.exists(res_path) else {}
+    if bool(config.get("normalize_obs", False)):
+        stats = results.get("obs_normalization")
+        if stats is None:  # an unfinished run: the statistics of its dataset
+            from dom2_jax import data
+            from dom2_jax.training.trainer import obs_statistics
+            if not os.path.isdir(resolved.get("dataset") or ""):
+                _fail(f"{workdir} standardised its observations, has no results.json with "
+                      f"their statistics, and its dataset {resolved.get('dataset')!r} is gone")
+            stats = obs_statistics(data.to_device(data.load(resolved["dataset"])))
+        mean, std = jnp.asarray(stats["mean"]), jnp.asarray(stats["std"])
+        policy = lambda state, obs, key: algo.act(state, (obs - mean) / std, key)
+    else:
+        policy = lambda state, obs, key: algo.act(state, obs, key)
+
+    def init(k):
+        state = algo.init(k, config.agent, env.num_agents, env.obs_dim, env.act_dim)
+        return TrainCarry(state=state, key=k, chunk=jnp.zeros((), jnp.int32))
+
+    template = jax.eval_shape(jax.vmap(init), jax.random.split(jax.random.PRNGKey(0), num_seeds))
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    step = ckpt.latest_step() if chunk is None else int(chunk)
+    if step is None:
+        _fail(f"{workdir} has no complete checkpoint")
+    if chunk is not None and step not in ckpt.all_steps():
+        _fail(f"{workdir} has no checkpoint {step}; it keeps {ckpt.all_steps()}")
+    carry = ckpt.restore(template, step)
+    ckpt.close()
+    updates = int(step) * int(config.eval_every)
+
+    if keys is None:
+        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(eval_seed), i))(
+            jnp.arange(num_seeds))
+    shift_env = target if shift else None
+    backend = resolve_eval_backend(env, eval_backend)
+    t0 = time.time()
+    # As the trainer's evaluation: key -> (standard env key, shifted env key); the standard
+    # environment is always evaluated too, on as many episodes, so the drop is measured.
+    if backend == "cpu":
+        ev = make_cpu_evaluate(policy, env, shift_env, episodes)(carry.state, keys)
+    else:
+        rollout = make_rollout(env, policy, episodes)
+        shift_rollout = make_rollout(shift_env, policy, episodes) if shift else None
+
+        def evaluate(state, key):
+            k1, k2 = jax.random.split(key)
+            sc = rollout(state, k1)["score"]
+            res = {"score_mean": sc.mean(), "score_std": sc.std()}
+            if shift_rollout is not None:
+                sh = shift_rollout(state, k2)["score"]
+                res.update(shift_score_mean=sh.mean(), shift_score_std=sh.std())
+            return res
+
+        ev = jax.device_get(jax.jit(jax.vmap(evaluate))(carry.state, keys))
+    ev = {k: np.asarray(v, np.float64) for k, v in ev.items()}
+    wall = time.time() - t0
+    pre = "shift_" if shift else ""
+    means, stds = ev[pre + "score_mean"], ev[pre + "score_std"]
+
+    refs = results.get("reference_returns") or {}
+    norm = None
+    if refs.get("random") is not None and refs.get("expert") not in (None, refs.get("random")):
+        norm = lambda s: 100.0 * (s - refs["random"]) / (refs["expert"] - refs["random"])
+    out = {"workdir": os.path.abspath(workdir), "algo": algo_name, "env": env_name,
+           "quality": resolved.get("quality"), "shift": shift, "episodes": episodes,
+           "eval_seed": int(eval_seed), "eval_backend": backend, "checkpoint_chunk": int(step),
+           "updates": updates, "num_updates": int(config.num_updates),
+           "final_parameters": updates == int(config.num_updates),
+           "reference_returns": refs, "wall_s": wall, "agent_fields_defaulted": filled,
+           "seeds": [{"seed_index": i, "score_mean": float(means[i]),
+                      "score_std": float(stds[i]),
+                      "normalized_score": norm(float(means[i])) if norm else None,
+                      "standard_score_mean": float(ev["score_mean"][i]),
+                      "standard_score_std": float(ev["score_std"][i])}
+                     for i in range(num_seeds)]}
+    out["score_mean_over_seeds"] = float(np.mean(means))
+    out["score_std_over_seeds"] = float(np.std(means))
+    out["standard_score_mean_over_seeds"] = float(np.mean(ev["score_mean"]))
+    name = (f"{'shift-' + shift if shift else 'standard'}-u{updates}-e{episodes}"
+            f"-k{int(eval_seed)}.json")
+    out["path"] = os.path.join(os.path.abspath(workdir), "evaluations", name)
+    write_json(out["path"], out)
+    return out
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.workdir is None:
+        raise SystemExit("--workdir is required")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    try:
+        out = evaluate_workdir(FLAGS.workdir, FLAGS.shift, FLAGS.episodes, FLAGS.chunk,
+                               FLAGS.eval_seed, FLAGS.eval_backend)
+    except ValueError as e:  # e.g. a config the algorithm rejects: one clear line
+        raise SystemExit(f"error: {e}")
+    where = f"shifted environment {out['shift']!r}" if out["shift"] else "standard environment"
+    per_seed = ", ".join(f"{s['score_mean']:.1f}" for s in out["seeds"])
+    print(f"{out['algo']} on {out['env']} ({where}), {out['updates']} updates, "
+          f"{out['episodes']} episodes per seed: {out['score_mean_over_seeds']:.1f} +- "
+          f"{out['score_std_over_seeds']:.1f} over {len(out['seeds'])} seed(s) [{per_seed}]"
+          + (f"; standard environment {out['standard_score_mean_over_seeds']:.1f}"
+             if out["shift"] else "") + f" ({out['wall_s']:.0f} s)")
+    print(f"wrote {out['path']}")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

@@ -1,0 +1,79 @@
+"""experiments.evaluate: re-evaluating a trained run's checkpoint (standard and shifted envs).
+
+Exact check: given the key the launcher's last chunk evaluated with, the re-evaluation of the
+final checkpoint reproduces the launcher's final standard and shifted scores for every seed
+(checkpoint restore, seed order, observation standardisation from results.json, shifted env)."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def bc_run(tmp_path_factory, spread_random_dataset_dir):
+    wd = tmp_path_factory.mktemp("eval") / "bc"
+    r = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "--progress=false", "--algo=bc",
+         "--env=mpe_spread", "--dataset=" + spread_random_dataset_dir, "--preset=smoke",
+         "--num_seeds=2", "--shift=speed", "--config.normalize_obs=True",
+         "--compilation_cache=" + str(wd.parent / "cache"), f"--workdir={wd}"],
+        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+        timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return wd
+
+
+def _final_chunk_eval_keys(wd, last_chunk):
+    """The eval keys of the launcher's last chunk: split(key after the previous chunk, 3)[2]."""
+    import orbax.checkpoint as ocp
+    mgr = ocp.CheckpointManager(str(wd / "checkpoints"))
+    raw = mgr.restore(last_chunk - 1, args=ocp.args.StandardRestore())
+    mgr.close()
+    return jax.vmap(lambda k: jax.random.split(k, 3)[2])(np.asarray(raw["key"]))
+
+
+def test_reproduces_the_launchers_final_scores(bc_run):
+    res = json.load(open(bc_run / "results.json"))
+    assert "obs_normalization" in res
+    last = res["num_updates"] // res["config"]["eval_every"]
+    keys = _final_chunk_eval_keys(bc_run, last)
+    out = evaluate.evaluate_workdir(str(bc_run), shift="speed", keys=keys,
+                                    episodes=res["eval_episodes"])
+    assert out["final_parameters"] and out["updates"] == res["num_updates"]
+    for mine, theirs in zip(out["seeds"], res["seeds"]):
+        assert mine["score_mean"] == pytest.approx(theirs["final_shift_score_mean"], rel=1e-5)
+        assert mine["standard_score_mean"] == pytest.approx(theirs["final_score_mean"], rel=1e-5)
+        assert mine["normalized_score"] is not None
+    assert os.path.exists(out["path"]) and "shift-speed-" in out["path"]
+
+
+def test_default_keys_deterministic_and_written(bc_run):
+    a = evaluate.evaluate_workdir(str(bc_run), episodes=16)
+    b = evaluate.evaluate_workdir(str(bc_run), episodes=16)
+    c = evaluate.evaluate_workdir(str(bc_run), episodes=16, eval_seed=1)
+    assert [s["score_mean"] for s in a["seeds"]] == [s["score_mean"] for s in b["seeds"]]
+    assert [s["score_mean"] for s in a["seeds"]] != [s["score_mean"] for s in c["seeds"]]
+    assert a["shift"] is None and a["score_mean_over_seeds"] == a["standard_score_mean_over_seeds"]
+    saved = json.load(open(bc_run / "evaluations" / os.path.basename(a["path"])))
+    assert saved["seeds"] == a["seeds"] and os.path.basename(a["path"]) == (
+        f"standard-u{a['updates']}-e16-k0.json")
+    # an older checkpoint is not the final parameters
+    d = evaluate.evaluate_workdir(str(bc_run), episodes=4, chunk=1)
+    assert not d["final_parameters"] and d["checkpoint_chunk"] == 1
+
+
+def test_clear_errors(bc_run, tmp_path):
+    with pytest.raises(SystemExit, match="--shift=R does not apply to mpe_spread"):
+        evaluate.evaluate_workdir(str(bc_run), shift="R")
+    with pytest.raises(SystemExit, match="has no checkpoint 7"):
+        evaluate.evaluate_workdir(str(bc_run), chunk=7)
+    with pytest.raises(SystemExit, match="not an experiments.train workdir"):
+        evaluate.evaluate_workdir(str(tmp_path))
