@@ -98,7 +98,9 @@ def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_s
     results = json.load(open(res_path)) if os.path.exists(res_path) else {}
     if bool(config.get("normalize_obs", False)):
         stats = results.get("obs_normalization")
-        if stats is None:  # an unfinished run: the statistics of its dataset
+        if stats is None:  # an unfinished run: the statistics of its whole dataset (the
+            # trainer's come from the arrays it trained on: the same unless the run used
+            # data_fraction < 1 or the augmentation, where they differ slightly)
             from dom2_jax import data
             from dom2_jax.training.trainer import obs_statistics
             if not os.path.isdir(resolved.get("dataset") or ""):
