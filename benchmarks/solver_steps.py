@@ -232,12 +232,11 @@ def train_policy(args, train_dir):
 def load_policy(workdir, seed_index=0):
     """(state of seed ``seed_index``, env, run info) from an experiments.train workdir."""
     import jax
-    import jax.numpy as jnp
     import ml_collections
     from dom2_jax import envs
     from dom2_jax.algos import dom2
     from dom2_jax.training.checkpoint import Checkpointer
-    from dom2_jax.training.trainer import TrainCarry
+    from dom2_jax.training.trainer import carry_template
 
     cfg_path = os.path.join(workdir, "config.json")
     if not os.path.exists(cfg_path):
@@ -252,11 +251,7 @@ def load_policy(workdir, seed_index=0):
     if not 0 <= seed_index < num_seeds:
         raise SystemExit(f"--seed_index={seed_index} but {workdir} has {num_seeds} seed(s)")
 
-    def init(k):
-        state = dom2.init(k, config.agent, env.num_agents, env.obs_dim, env.act_dim)
-        return TrainCarry(state=state, key=k, chunk=jnp.zeros((), jnp.int32))
-
-    template = jax.eval_shape(jax.vmap(init), jax.random.split(jax.random.PRNGKey(0), num_seeds))
+    template = carry_template(dom2, config.agent, env, num_seeds)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     step = ckpt.latest_step()
     if step is None:

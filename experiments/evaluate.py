@@ -63,12 +63,12 @@ def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_s
     import ml_collections
     import numpy as np
 
-    from dom2_jax import envs
-    from dom2_jax.envs.rollout import make_rollout
+    from dom2_jax import data, envs
     from dom2_jax.training.checkpoint import Checkpointer
     from dom2_jax.training.host_eval import make_cpu_evaluate, resolve_eval_backend
     from dom2_jax.training.reporting import write_json
-    from dom2_jax.training.trainer import TrainCarry
+    from dom2_jax.training.trainer import (carry_template, make_evaluate, make_policy,
+                                           obs_statistics)
 
     cfg_path = os.path.join(workdir, "config.json")
     if not os.path.exists(cfg_path):
@@ -96,27 +96,19 @@ def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_s
 
     res_path = os.path.join(workdir, "results.json")
     results = json.load(open(res_path)) if os.path.exists(res_path) else {}
+    stats = None
     if bool(config.get("normalize_obs", False)):
         stats = results.get("obs_normalization")
         if stats is None:  # an unfinished run: the statistics of its whole dataset (the
             # trainer's come from the arrays it trained on: the same unless the run used
             # data_fraction < 1 or the augmentation, where they differ slightly)
-            from dom2_jax import data
-            from dom2_jax.training.trainer import obs_statistics
             if not os.path.isdir(resolved.get("dataset") or ""):
                 _fail(f"{workdir} standardised its observations, has no results.json with "
                       f"their statistics, and its dataset {resolved.get('dataset')!r} is gone")
             stats = obs_statistics(data.to_device(data.load(resolved["dataset"])))
-        mean, std = jnp.asarray(stats["mean"]), jnp.asarray(stats["std"])
-        policy = lambda state, obs, key: algo.act(state, (obs - mean) / std, key)
-    else:
-        policy = lambda state, obs, key: algo.act(state, obs, key)
+    policy = make_policy(algo, stats)
 
-    def init(k):
-        state = algo.init(k, config.agent, env.num_agents, env.obs_dim, env.act_dim)
-        return TrainCarry(state=state, key=k, chunk=jnp.zeros((), jnp.int32))
-
-    template = jax.eval_shape(jax.vmap(init), jax.random.split(jax.random.PRNGKey(0), num_seeds))
+    template = carry_template(algo, config.agent, env, num_seeds)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     step = ckpt.latest_step() if chunk is None else int(chunk)
     if step is None:
@@ -138,18 +130,7 @@ def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_s
     if backend == "cpu":
         ev = make_cpu_evaluate(policy, env, shift_env, episodes)(carry.state, keys)
     else:
-        rollout = make_rollout(env, policy, episodes)
-        shift_rollout = make_rollout(shift_env, policy, episodes) if shift else None
-
-        def evaluate(state, key):
-            k1, k2 = jax.random.split(key)
-            sc = rollout(state, k1)["score"]
-            res = {"score_mean": sc.mean(), "score_std": sc.std()}
-            if shift_rollout is not None:
-                sh = shift_rollout(state, k2)["score"]
-                res.update(shift_score_mean=sh.mean(), shift_score_std=sh.std())
-            return res
-
+        evaluate = make_evaluate(env, shift_env, policy, episodes)
         ev = jax.device_get(jax.jit(jax.vmap(evaluate))(carry.state, keys))
     ev = {k: np.asarray(v, np.float64) for k, v in ev.items()}
     wall = time.time() - t0
@@ -159,7 +140,7 @@ def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_s
     refs = results.get("reference_returns") or {}
     norm = None
     if refs.get("random") is not None and refs.get("expert") not in (None, refs.get("random")):
-        norm = lambda s: 100.0 * (s - refs["random"]) / (refs["expert"] - refs["random"])
+        norm = lambda s: float(data.normalized_score(s, refs))
     out = {"workdir": os.path.abspath(workdir), "algo": algo_name, "env": env_name,
            "quality": resolved.get("quality"), "shift": shift, "episodes": episodes,
            "eval_seed": int(eval_seed), "eval_backend": backend, "checkpoint_chunk": int(step),

@@ -61,6 +61,44 @@ def obs_statistics(dataset_arrays) -> Dict[str, jax.Array]:
     return {"mean": jnp.mean(obs, axis=0), "std": jnp.std(obs, axis=0) + 1e-3}
 
 
+def make_policy(algo, stats=None) -> Callable:
+    """``act(state, raw obs [..., A, obs_dim], key)``: the algorithm's action, on observations
+    standardised with ``stats`` ({"mean", "std"}, as ``obs_statistics``) when given."""
+    if stats is None:
+        return lambda state, obs, key: algo.act(state, obs, key)
+    mean, std = jnp.asarray(stats["mean"]), jnp.asarray(stats["std"])
+    return lambda state, obs, key: algo.act(state, (obs - mean) / std, key)
+
+
+def make_evaluate(env, shift_env, policy: Callable, num_episodes: int) -> Callable:
+    """``evaluate(state, key) -> {"score_mean", "score_std"[, "shift_score_*"]}``: key ->
+    (standard env key, shifted env key), ``num_episodes`` vmapped episodes in each."""
+    rollout = make_rollout(env, policy, int(num_episodes))
+    shift_rollout = (make_rollout(shift_env, policy, int(num_episodes))
+                     if shift_env is not None else None)
+
+    def evaluate(state, key):
+        k1, k2 = jax.random.split(key)
+        out = rollout(state, k1)
+        res = {"score_mean": out["score"].mean(), "score_std": out["score"].std()}
+        if shift_rollout is not None:
+            sh = shift_rollout(state, k2)
+            res.update(shift_score_mean=sh["score"].mean(), shift_score_std=sh["score"].std())
+        return res
+
+    return evaluate
+
+
+def carry_template(algo, agent_config, env, num_seeds: int) -> "TrainCarry":
+    """Shapes and dtypes (``jax.eval_shape``) of ``num_seeds`` vmapped TrainCarry's: the
+    target a checkpoint of an ``experiments.train`` run restores into."""
+    def init(k):
+        state = algo.init(k, agent_config, env.num_agents, env.obs_dim, env.act_dim)
+        return TrainCarry(state=state, key=k, chunk=jnp.zeros((), jnp.int32))
+
+    return jax.eval_shape(jax.vmap(init), jax.random.split(jax.random.PRNGKey(0), num_seeds))
+
+
 def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None,
                evaluate_in_chunk: bool = True) -> Trainer:
     """Builds the pure training functions.
@@ -89,26 +127,13 @@ def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None
         norm = lambda o: (o - stats["mean"]) / stats["std"]
         dataset_arrays = dict(dataset_arrays, obs=norm(dataset_arrays["obs"]),
                               next_obs=norm(dataset_arrays["next_obs"]))
-        policy = lambda state, obs, key: algo.act(state, norm(obs), key)
-    else:
-        policy = lambda state, obs, key: algo.act(state, obs, key)
-    rollout = make_rollout(env, policy, int(config.eval_episodes))
-    shift_rollout = (make_rollout(shift_env, policy, int(config.eval_episodes))
-                     if shift_env is not None else None)
+    policy = make_policy(algo, stats)
+    evaluate = make_evaluate(env, shift_env, policy, int(config.eval_episodes))
 
     def init(rng) -> TrainCarry:
         k_init, k_run = jax.random.split(rng)
         state = algo.init(k_init, config.agent, num_agents, obs_dim, act_dim)
         return TrainCarry(state=state, key=k_run, chunk=jnp.zeros((), jnp.int32))
-
-    def evaluate(state, key):
-        k1, k2 = jax.random.split(key)
-        out = rollout(state, k1)
-        res = {"score_mean": out["score"].mean(), "score_std": out["score"].std()}
-        if shift_rollout is not None:
-            sh = shift_rollout(state, k2)
-            res.update(shift_score_mean=sh["score"].mean(), shift_score_std=sh["score"].std())
-        return res
 
     def chunk(carry: TrainCarry):
         key, k_upd, k_eval = jax.random.split(carry.key, 3)
