@@ -9,7 +9,7 @@
 #   1. a smoke step (import, one jitted op on the accelerator; exit 3 if it fails; SMOKE=0 skips),
 #   2. the datasets (experiments.generate_dataset, DATASET_SIZE transitions, on the accelerator;
 #      DATA_ROOT/ENV/QUALITY-nSIZE, reused if already there),
-#   3. for each ALGO, for each QUALITY: experiments.train with NUM_SEEDS seeds vmapped,
+#   3. for each ALGO, ENV and QUALITY: experiments.train with NUM_SEEDS seeds vmapped,
 #      UPDATES updates, an evaluation of EVAL_EPISODES episodes every EVAL_EVERY updates.
 # Each training gets min(its own limit, time left before DEADLINE seconds); a run stopped by
 # its limit keeps every evaluation it finished (metrics.csv and learning_curve.png are written
@@ -48,26 +48,20 @@ if [ "${DETACH:-0}" = 1 ]; then
     ST=${STATE_DIR:-/tmp/device_train_state}
     WAIT=${WAIT:-560}
     mkdir -p "$ST/out" "$OUT"
-    pid=$(cat "$ST/driver.pid" 2>/dev/null)
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    alive() { pid=$(cat "$ST/driver.pid" 2>/dev/null); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+    if alive; then
         echo "[device_train] attaching to the running driver (pid $pid)"
     else
         DETACH=0 DRIVER_PIDFILE="$ST/driver.pid" setsid bash "$0" "$ST/out" \
             >> "$ST/driver.log" 2>&1 < /dev/null &
-        for _ in $(seq 50); do  # the driver writes its own pid
-            pid=$(cat "$ST/driver.pid" 2>/dev/null)
-            [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && break
-            sleep 0.1
-        done
+        for _ in $(seq 50); do alive && break; sleep 0.1; done  # the driver writes its pid
         echo "[device_train] started a detached driver (pid $pid; log $ST/driver.log)"
     fi
     end=$(( $(date +%s) + WAIT ))
-    while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do
-        sleep 2
-    done
+    while alive && [ "$(date +%s)" -lt "$end" ]; do sleep 2; done
     cp "$ST/out/device_train.tar.gz" "$ST/driver.log" "$OUT/" 2>/dev/null
     tail -n 40 "$ST/driver.log"
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    if alive; then
         echo "[device_train] the driver is still running: call again with DETACH=1 to wait for it"
     else
         echo "[device_train] the driver has ended"
