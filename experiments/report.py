@@ -16,6 +16,9 @@ evaluations of every run in a group (all vmapped seeds of all base seeds) and wr
   bars_<env>.png               final score per quality and algorithm, error bars = std.
   curves_<env>_<quality>.png   evaluation score against updates from each run's metrics.csv,
                                mean over seeds with a +-std band, one line per variant.
+  paper_<env>.png              the "Next to the paper" rows as bars: ours (raw score, hatched
+                               where the run is unfinished) beside the paper's, one panel per
+                               evaluation environment and quality, error bars = std.
 
 std is the population standard deviation over seeds (numpy's default, as train.py's
 ``final_score_std_over_seeds``). ``--metric=normalised`` uses 100 (score - random) / (expert -
@@ -439,8 +442,8 @@ def _plt():
     return plt
 
 
-def _save(fig, path):
-    fig.tight_layout()
+def _save(fig, path, rect=None):
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=110)
     _plt().close(fig)
 
@@ -474,6 +477,75 @@ def bar_charts(groups, metric, out) -> List[str]:
         ax.grid(axis="y", alpha=0.3)
         name = f"bars_{env}.png"
         _save(fig, os.path.join(out, name))
+        files.append(name)
+    return files
+
+
+def paper_panels(rows: List[Dict]) -> Dict[str, List[Dict]]:
+    """The ``paper_comparison`` rows regrouped for ``paper_charts``: per env, one panel per
+    (shift, quality) we ran, in table order, holding a bar pair per algorithm (ours, or None;
+    the paper's, or None). The paper's algorithms we have not run yet appear with ours None,
+    so a panel shows what is missing as well as what differs."""
+    from experiments import paper_tables
+    panels: Dict[str, List[Dict]] = {}
+    for r in rows:
+        env_panels = panels.setdefault(r["env"], [])
+        panel = next((p for p in env_panels
+                      if (p["shift"], p["quality"]) == (r["shift"], r["quality"])), None)
+        if panel is None:
+            panel = {"shift": r["shift"], "quality": r["quality"], "bars": {}}
+            env_panels.append(panel)
+            for a in paper_tables.ALGOS:
+                paper = paper_tables.paper_score(r["env"], r["quality"], a, r["shift"])
+                if paper:
+                    panel["bars"][a] = {"ours": None, "paper": paper}
+        panel["bars"][r["algo"]] = {
+            "ours": (r["mean"], r["std"], r["finished"]),
+            "paper": (r["paper_mean"], r["paper_std"]) if r["paper_mean"] is not None else None}
+    for env_panels in panels.values():
+        for p in env_panels:
+            p["bars"] = [dict(algo=a, **p["bars"][a]) for a in
+                         sorted(p["bars"], key=lambda a: (_index(ALGO_ORDER, a), a))]
+    return panels
+
+
+def paper_charts(rows: List[Dict], out) -> List[str]:
+    plt = _plt()
+    from matplotlib.patches import Patch
+    files = []
+    for env, panels in sorted(paper_panels(rows).items(),
+                              key=lambda kv: (_index(ENVS, kv[0]), kv[0])):
+        ncol = min(len(panels), 4)
+        nrow = -(-len(panels) // ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.2 * nrow), squeeze=False)
+        for ax, p in zip(axes.flat, panels):
+            for i, b in enumerate(p["bars"]):
+                if b["ours"] is not None:
+                    m, sd, finished = b["ours"]
+                    ax.bar(i - 0.2, m, 0.4, yerr=sd, capsize=2, color="C0",
+                           alpha=1.0 if finished else 0.45, hatch=None if finished else "//")
+                if b["paper"] is not None:
+                    ax.bar(i + 0.2, b["paper"][0], 0.4, yerr=b["paper"][1], capsize=2,
+                           color="0.6")
+            ax.set_xticks(range(len(p["bars"])))
+            ax.set_xticklabels([ALGO_LABELS.get(b["algo"], b["algo"]) for b in p["bars"]],
+                               rotation=30, fontsize=7, ha="right")
+            shift = p["shift"] or "standard"
+            ax.set_title(f"{p['quality']}, {shift} env", fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("episode score")
+        fig.legend(handles=[
+            Patch(color="C0", label="ours (final)"),
+            Patch(facecolor="C0", alpha=0.45, hatch="//", label="ours (unfinished: newest eval)"),
+            Patch(color="0.6", label="paper (Tables 1-4)")], fontsize=7, ncol=3,
+            loc="upper right", frameon=False)
+        fig.suptitle(f"{env}: ours next to the paper, mean ± std", fontsize=10, x=0.01,
+                     ha="left")
+        name = f"paper_{env}.png"
+        _save(fig, os.path.join(out, name), rect=(0, 0, 1, 1 - 0.3 / (3.2 * nrow)))
         files.append(name)
     return files
 
@@ -558,8 +630,9 @@ def make_report(root, out: Optional[str] = None, metric: str = "normalised") -> 
     root = roots[0] if len(roots) == 1 else os.path.commonpath([os.path.abspath(r)
                                                                  for r in roots])
     groups = aggregate(records, metric)
-    figures = bar_charts(groups, metric, out) + learning_curves(records, metric, out)
     paper_rows = paper_comparison(records)
+    figures = (bar_charts(groups, metric, out) + learning_curves(records, metric, out)
+               + paper_charts(paper_rows, out))
     from dom2_jax.training.reporting import atomic_write_text, write_json
     atomic_write_text(os.path.join(out, "report.md"),
                       markdown(groups, records, metric, figures, root, paper_rows))

@@ -232,3 +232,16 @@ def test_report_next_to_the_paper_and_several_roots(tmp_path):
             "evaluation, at 2k of 6k | 478.9 ± 29.1 (T1) | -178.9 |") in md
     assert "| mpe_spread | speed | expert | OMAR | 400.0 ± 0.0 | 1 | 100 | final | " in md
     assert len(rep["roots"]) == 2 and len(rep["runs"]) == 5
+    # the same rows as bars: a panel per (shift, quality); the paper's MA-SfBC, which we did
+    # not run, is a paper-only bar; BC has no paper bar; the unfinished MA-CQL is flagged
+    panels = report.paper_panels(rep["paper_comparison"])
+    assert [(p["shift"], p["quality"]) for p in panels["mpe_spread"]] == [(None, "expert"),
+                                                                          ("speed", "expert")]
+    bars = {b["algo"]: b for b in panels["mpe_spread"][0]["bars"]}
+    assert list(bars) == ["bc", "macql", "omar", "masfbc", "dom2"]
+    assert bars["masfbc"] == {"algo": "masfbc", "ours": None, "paper": (553.0, 41.1)}
+    assert bars["bc"]["paper"] is None and bars["macql"]["ours"] == (300.0, 0.0, False)
+    assert bars["dom2"]["ours"] == (610.0, 10.0, True)
+    assert bars["dom2"]["paper"] == (628.6, 17.2)
+    assert "paper_mpe_spread.png" in rep["figures"]
+    assert (tmp_path / "rep" / "paper_mpe_spread.png").stat().st_size > 1000
