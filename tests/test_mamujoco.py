@@ -374,3 +374,24 @@ def test_global_state_is_the_single_agent_observation(env):
     assert g.shape == (17,)
     np.testing.assert_array_equal(g, np.concatenate([np.asarray(state.qpos)[1:],
                                                      np.asarray(state.qvel)]))
+
+
+def test_mjx_import_drops_only_the_warp_notices():
+    """Our lazy mjx import drops mjx's "Failed to import warp" lines (the optional backend we do
+    not use) and passes anything else printed during the import on."""
+    import subprocess
+    import sys
+    code = ("import builtins, contextlib, io, sys\n"
+            "from dom2_jax.envs.mamujoco import halfcheetah as h\n"
+            "real_import = builtins.__import__\n"
+            "def noisy(name, *a, **k):\n"
+            "    if name == 'mujoco' and 'mujoco.mjx' not in sys.modules:\n"
+            "        print('Failed to import warp: stand-in'); print('other notice')\n"
+            "    return real_import(name, *a, **k)\n"
+            "builtins.__import__ = noisy\n"
+            "assert h._mjx().__name__ == 'mujoco.mjx'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Failed to import" not in out.stdout
+    assert "other notice" in out.stdout

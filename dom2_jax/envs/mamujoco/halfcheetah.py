@@ -15,6 +15,8 @@ with different shifts run side by side in one ``vmap``.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any, Dict, Tuple
 
 import jax
@@ -27,8 +29,19 @@ from dom2_jax.envs.mamujoco import common
 Array = jax.Array
 
 
+_WARP_NOTICES = ("Failed to import warp:", "Failed to import mujoco_warp:")
+
+
 def _mjx():
-    from mujoco import mjx  # imported lazily: importing mjx prints optional-backend warnings
+    """``mujoco.mjx``, imported lazily. Its first import prints "Failed to import warp" when
+    the optional NVIDIA Warp backend is absent (we do not use it); those two lines are
+    dropped, anything else it prints is passed on."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        from mujoco import mjx
+    for line in buf.getvalue().splitlines():
+        if not line.startswith(_WARP_NOTICES):
+            print(line)
     return mjx
 
 
