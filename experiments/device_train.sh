@@ -10,7 +10,8 @@
 #   2. the datasets (experiments.generate_dataset, DATASET_SIZE transitions, on the accelerator;
 #      DATA_ROOT/ENV/QUALITY-nSIZE, reused if already there),
 #   3. for each ALGO, ENV and QUALITY: experiments.train with NUM_SEEDS seeds vmapped,
-#      UPDATES updates, an evaluation of EVAL_EPISODES episodes every EVAL_EVERY updates.
+#      UPDATES updates, an evaluation of EVAL_EPISODES episodes every EVAL_EVERY updates
+#      (EVAL_EPISODES_<ENV>, e.g. EVAL_EPISODES_mamujoco_halfcheetah_2x3=100, sets one task's).
 # Each training gets min(its own limit, time left before DEADLINE seconds); a run stopped by
 # its limit keeps every evaluation it finished (metrics.csv and learning_curve.png are written
 # after each one). Workdirs follow experiments.sweep's layout, OUTDIR/runs/ENV/QUALITY/ALGO/
@@ -133,6 +134,7 @@ done
 for algo in $ALGOS; do
     limit=$T_OTHER; [ "$algo" = dom2 ] && limit=$T_DOM2
     for env in $ENVS; do
+        per_env="EVAL_EPISODES_$env"; episodes=${!per_env:-$EVAL_EPISODES}
         for q in $QUALITIES; do
             wd="$OUT/runs/$env/$q/$algo/seed$SEED-n$NUM_SEEDS"
             if [ -f "$wd/results.json" ]; then stamp "train_${env}_${q}_$algo finished before"; continue; fi
@@ -140,7 +142,7 @@ for algo in $ALGOS; do
                 --algo="$algo" --env="$env" --quality="$q" --dataset="$(ds "$env" "$q")" \
                 --seed="$SEED" --num_seeds="$NUM_SEEDS" --workdir="$wd" --progress=false \
                 ${PRESET:+--preset=$PRESET} --config.num_updates="$UPDATES" \
-                --config.eval_every="$EVAL_EVERY" --config.eval_episodes="$EVAL_EPISODES" \
+                --config.eval_every="$EVAL_EVERY" --config.eval_episodes="$episodes" \
                 --config.dataset_size="$DATASET_SIZE" $EXTRA
         done
     done

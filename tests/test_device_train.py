@@ -1,5 +1,6 @@
 """experiments/device_train.sh (the prepared GPU-lease script) end to end at smoke sizes on CPU:
 the dataset and training steps, the tarball it hands back, and the deadline that skips work."""
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,8 @@ def _run(out, data_root, **env):
 
 
 def test_device_train_runs_generates_and_packs(tmp_path):
-    r = _run(tmp_path / "out", tmp_path / "data")
+    r = _run(tmp_path / "out", tmp_path / "data", EVAL_EPISODES_mpe_spread="3",
+             EVAL_EPISODES_mpe_tag="5")  # a per-task count; another task's does not apply
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "data_mpe_spread_expert exit 0" in r.stdout
     assert "train_mpe_spread_expert_bc exit 0" in r.stdout
@@ -30,6 +32,8 @@ def test_device_train_runs_generates_and_packs(tmp_path):
     run = "runs/mpe_spread/expert/bc/seed0-n2/"
     assert {run + "metrics.csv", run + "results.json", run + "config.json"} <= set(names)
     assert not any("checkpoints" in n for n in names)  # too large to hand back from a lease
+    config = json.load(open(tmp_path / "out" / run / "config.json"))
+    assert config["config"]["eval_episodes"] == 3, config
 
     # Past the deadline, the trainings are skipped with a message rather than started; an
     # existing dataset is reused, not regenerated.
