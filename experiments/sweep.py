@@ -15,15 +15,20 @@ with its own deterministic workdir
 launcher's ``--seed``). Runs whose results.json is complete are skipped; an unfinished one is
 relaunched and the launcher resumes it from its newest checkpoint. Runs go one after another;
 inside a run the launcher vmaps (and shards over local devices) its seeds. Each run's output
-goes to ``<workdir>/sweep.log``; ``ROOT/sweep.json`` lists every run with its status. The exit
-code is non-zero when any run failed (they are listed at the end).
+goes to ``<workdir>/sweep.log``; ``ROOT/sweep.json`` lists every run with its status, merged
+over the sweeps that used ROOT (several may run at once, e.g. one per core: each rewrites
+its own runs' entries under a file lock and keeps the others'). The exit code is non-zero when
+any run failed (they are listed at the end). SIGTERM, like Ctrl-C, stops the running training
+too and marks it "interrupted" (its newest checkpoint is resumed by the next sweep).
 """
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -162,12 +167,30 @@ def run_status(workdir: str, num_seeds: int) -> str:
 
 
 def _write_sweep_json(root, entries, started, argv):
+    """ROOT/sweep.json: this sweep's entries replace their workdirs' old ones; runs of other
+    sweeps into ROOT are kept (an unreadable old file is replaced). "command" and "started"
+    are those of the sweep that wrote last; each entry names its own ``sweep_command``."""
     from dom2_jax.training.reporting import write_json
-    write_json(os.path.join(root, "sweep.json"),
-               {"command": "python -m experiments.sweep " + " ".join(
-                   shlex.quote(a) for a in argv[1:]), "started": started,
-                "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                "runs": entries})
+    path = os.path.join(root, "sweep.json")
+    mine = {e["workdir"] for e in entries}
+    with open(os.path.join(root, ".sweep.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        try:
+            with open(path) as f:
+                others = [e for e in json.load(f).get("runs", []) if e.get("workdir") not in mine]
+        except (OSError, ValueError, AttributeError):
+            others = []
+        write_json(path, {"command": _command(argv), "started": started,
+                          "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                          "runs": others + entries})
+
+
+def _command(argv):
+    return "python -m experiments.sweep " + " ".join(shlex.quote(a) for a in argv[1:])
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _fmt(seconds):
@@ -190,6 +213,7 @@ def main(argv):
                         "ablation": r.ablation or ("full" if r.algo in ABLATION_ALGOS else None),
                         "fraction": r.fraction, "seed": r.seed, "num_seeds": r.num_seeds,
                         "variant": r.variant, "status": run_status(wd, r.num_seeds),
+                        "sweep_command": _command(sys.argv),
                         "args": r.args(wd, FLAGS.preset, FLAGS.data_root,
                                        FLAGS.generate_missing, extra)})
     if FLAGS.dry_run:
@@ -198,6 +222,8 @@ def main(argv):
             print("    python -m experiments.train " + " ".join(shlex.quote(a) for a in e["args"]))
         return
     os.makedirs(root, exist_ok=True)
+    # SIGTERM as Ctrl-C: subprocess.call then kills the training instead of orphaning it
+    signal.signal(signal.SIGTERM, _interrupt)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat()
     t0 = time.time()
     n = len(entries)

@@ -87,9 +87,16 @@ def test_real_sweep_tensorboard_skip_resume_failure_and_report(tmp_path,
             (int(float(r["step"])), pytest.approx(float(r[f"eval/seed{i}"]))) for r in rows]
     assert [s for s, _ in tb["train/actor_loss"]] == [2, 4]
 
-    # Re-running skips the finished run and launches nothing.
+    # Re-running skips the finished run and launches nothing; sweep.json keeps the first
+    # sweep's other run (several sweeps may share a root).
     r = _sweep(base + ["--qualities=random"])
     assert r.returncode == 0 and "done, skipped" in r.stdout, r.stdout + r.stderr
+    runs = json.load(open(root / "sweep.json"))["runs"]
+    status = {e["workdir"]: e["status"] for e in runs}
+    assert status == {str(root / "mpe_spread/expert/bc/seed0-n2"): "failed",
+                      str(wd): "skipped (done)"}
+    assert [e["sweep_command"].endswith("--qualities=expert,random") for e in runs] == [
+        True, False]
 
     # An interrupted run (no results, last checkpoint lost) is resumed; TensorBoard then shows
     # each step once (the new event file purges what the old one logged after the checkpoint).
@@ -113,6 +120,49 @@ def test_real_sweep_tensorboard_skip_resume_failure_and_report(tmp_path,
     assert f"| mpe_spread | random | {g['final_mean']:.1f} ± {g['final_std']:.1f} (2) |" in md
     for png in ("bars_mpe_spread.png", "curves_mpe_spread_random.png"):
         assert (tmp_path / "rep" / png).stat().st_size > 1000, png
+
+
+def _pids_running(pattern):
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if pattern in cmd and state != "Z":
+            pids.append(int(pid))
+    return pids
+
+
+def test_sigterm_stops_the_training_and_marks_it_interrupted(tmp_path,
+                                                            spread_random_dataset_dir):
+    """`kill SWEEP_PID` (SIGTERM) used to end the sweep and orphan its training subprocess,
+    and leave the run "running" in sweep.json."""
+    import signal
+    import time
+    data_root = tmp_path / "data"
+    os.makedirs(data_root / "mpe_spread")
+    os.symlink(spread_random_dataset_dir, data_root / "mpe_spread" / "random-n2000")
+    root = tmp_path / "sweep"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "experiments.sweep", "--algos=bc", "--qualities=random",
+         "--seeds=0", "--preset=smoke", f"--root={root}", f"--data_root={data_root}",
+         "--extra=--config.num_updates=10000000 --config.eval_every=5000000"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    wd = str(root / "mpe_spread/random/bc/seed0")
+    deadline = time.time() + 120
+    while not _pids_running("--workdir=" + wd) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _pids_running("--workdir=" + wd), "the training subprocess did not start"
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode != 0, out
+    time.sleep(0.5)
+    assert not _pids_running("--workdir=" + wd), "the training outlived its sweep"
+    (e,) = json.load(open(root / "sweep.json"))["runs"]
+    assert e["status"] == "interrupted"
 
 
 def _fake_run(root, rel, algo, scores, refs=None, agent=None, fraction=1.0, augment=True,
