@@ -487,26 +487,22 @@ def paper_panels(rows: List[Dict]) -> Dict[str, List[Dict]]:
     the paper's, or None). The paper's algorithms we have not run yet appear with ours None,
     so a panel shows what is missing as well as what differs."""
     from experiments import paper_tables
-    panels: Dict[str, List[Dict]] = {}
+    bars: Dict[str, Dict[tuple, Dict]] = {}  # env -> (shift, quality) -> algo -> bar pair
     for r in rows:
-        env_panels = panels.setdefault(r["env"], [])
-        panel = next((p for p in env_panels
-                      if (p["shift"], p["quality"]) == (r["shift"], r["quality"])), None)
-        if panel is None:
-            panel = {"shift": r["shift"], "quality": r["quality"], "bars": {}}
-            env_panels.append(panel)
+        panel = bars.setdefault(r["env"], {}).setdefault((r["shift"], r["quality"]), {})
+        if not panel:
             for a in paper_tables.ALGOS:
                 paper = paper_tables.paper_score(r["env"], r["quality"], a, r["shift"])
                 if paper:
-                    panel["bars"][a] = {"ours": None, "paper": paper}
-        panel["bars"][r["algo"]] = {
+                    panel[a] = {"ours": None, "paper": paper}
+        panel[r["algo"]] = {
             "ours": (r["mean"], r["std"], r["finished"]),
             "paper": (r["paper_mean"], r["paper_std"]) if r["paper_mean"] is not None else None}
-    for env_panels in panels.values():
-        for p in env_panels:
-            p["bars"] = [dict(algo=a, **p["bars"][a]) for a in
-                         sorted(p["bars"], key=lambda a: (_index(ALGO_ORDER, a), a))]
-    return panels
+    return {env: [{"shift": shift, "quality": q,
+                   "bars": [dict(algo=a, **panel[a]) for a in
+                            sorted(panel, key=lambda a: (_index(ALGO_ORDER, a), a))]}
+                  for (shift, q), panel in env_bars.items()]
+            for env, env_bars in bars.items()}
 
 
 def paper_charts(rows: List[Dict], out) -> List[str]:

@@ -166,7 +166,7 @@ def run_status(workdir: str, num_seeds: int) -> str:
     return "partial" if os.path.isdir(workdir) and os.listdir(workdir) else "new"
 
 
-def _write_sweep_json(root, entries, started, argv):
+def _write_sweep_json(root, entries, started, command):
     """ROOT/sweep.json: this sweep's entries replace their workdirs' old ones; runs of other
     sweeps into ROOT are kept (an unreadable old file is replaced). "command" and "started"
     are those of the sweep that wrote last; each entry names its own ``sweep_command``."""
@@ -180,13 +180,9 @@ def _write_sweep_json(root, entries, started, argv):
                 others = [e for e in json.load(f).get("runs", []) if e.get("workdir") not in mine]
         except (OSError, ValueError, AttributeError):
             others = []
-        write_json(path, {"command": _command(argv), "started": started,
+        write_json(path, {"command": command, "started": started,
                           "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                           "runs": others + entries})
-
-
-def _command(argv):
-    return "python -m experiments.sweep " + " ".join(shlex.quote(a) for a in argv[1:])
 
 
 def _interrupt(signum, frame):
@@ -206,6 +202,7 @@ def main(argv):
         raise app.UsageError("empty sweep")
     extra = shlex.split(FLAGS.extra)
     root = FLAGS.root
+    command = "python -m experiments.sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     entries = []
     for r in runs:
         wd = os.path.join(root, r.relpath())
@@ -213,7 +210,7 @@ def main(argv):
                         "ablation": r.ablation or ("full" if r.algo in ABLATION_ALGOS else None),
                         "fraction": r.fraction, "seed": r.seed, "num_seeds": r.num_seeds,
                         "variant": r.variant, "status": run_status(wd, r.num_seeds),
-                        "sweep_command": _command(sys.argv),
+                        "sweep_command": command,
                         "args": r.args(wd, FLAGS.preset, FLAGS.data_root,
                                        FLAGS.generate_missing, extra)})
     if FLAGS.dry_run:
@@ -236,7 +233,7 @@ def main(argv):
         print(f"{head}: {'resuming' if e['status'] == 'partial' else 'starting'} "
               f"(elapsed {_fmt(time.time() - t0)})", flush=True)
         e["status"] = "running"
-        _write_sweep_json(root, entries, started, sys.argv)
+        _write_sweep_json(root, entries, started, command)
         os.makedirs(e["workdir"], exist_ok=True)
         log_path = os.path.join(e["workdir"], "sweep.log")
         tr = time.time()
@@ -249,7 +246,7 @@ def main(argv):
                                      stdout=log, stderr=subprocess.STDOUT)
             except KeyboardInterrupt:
                 e["status"] = "interrupted"
-                _write_sweep_json(root, entries, started, sys.argv)
+                _write_sweep_json(root, entries, started, command)
                 raise
         e["run_s"] = round(time.time() - tr, 1)
         e["returncode"] = rc
@@ -266,8 +263,8 @@ def main(argv):
             e["error"] = tail[0][-300:]
             print(f"{head}: FAILED (exit {rc}) after {_fmt(e['run_s'])}: {e['error']}\n"
                   f"    log: {log_path}", flush=True)
-        _write_sweep_json(root, entries, started, sys.argv)
-    _write_sweep_json(root, entries, started, sys.argv)
+        _write_sweep_json(root, entries, started, command)
+    _write_sweep_json(root, entries, started, command)
     failed = [e for e in entries if e["status"] == "failed"]
     counts = {}
     for e in entries:
