@@ -89,14 +89,19 @@ def make_evaluate(env, shift_env, policy: Callable, num_episodes: int) -> Callab
     return evaluate
 
 
+def init_carry(algo, agent_config, env, rng) -> "TrainCarry":
+    """One seed's initial TrainCarry: ``algo.init`` with one half of ``rng``, the other half
+    the key the training chunks go on with."""
+    k_init, k_run = jax.random.split(rng)
+    state = algo.init(k_init, agent_config, env.num_agents, env.obs_dim, env.act_dim)
+    return TrainCarry(state=state, key=k_run, chunk=jnp.zeros((), jnp.int32))
+
+
 def carry_template(algo, agent_config, env, num_seeds: int) -> "TrainCarry":
     """Shapes and dtypes (``jax.eval_shape``) of ``num_seeds`` vmapped TrainCarry's: the
     target a checkpoint of an ``experiments.train`` run restores into."""
-    def init(k):
-        state = algo.init(k, agent_config, env.num_agents, env.obs_dim, env.act_dim)
-        return TrainCarry(state=state, key=k, chunk=jnp.zeros((), jnp.int32))
-
-    return jax.eval_shape(jax.vmap(init), jax.random.split(jax.random.PRNGKey(0), num_seeds))
+    return jax.eval_shape(jax.vmap(lambda k: init_carry(algo, agent_config, env, k)),
+                          jax.random.split(jax.random.PRNGKey(0), num_seeds))
 
 
 def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None,
@@ -115,7 +120,6 @@ def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None
         (the launcher's C MuJoCo evaluation, ``dom2_jax.training.host_eval``).
     """
     algo = algo_module(config.algo)
-    num_agents, obs_dim, act_dim = env.num_agents, env.obs_dim, env.act_dim
     n_chunks = int(config.num_updates) // int(config.eval_every)
     if n_chunks < 1 or int(config.num_updates) % int(config.eval_every):
         raise ValueError(f"num_updates ({config.num_updates}) must be a positive multiple of "
@@ -131,9 +135,7 @@ def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None
     evaluate = make_evaluate(env, shift_env, policy, int(config.eval_episodes))
 
     def init(rng) -> TrainCarry:
-        k_init, k_run = jax.random.split(rng)
-        state = algo.init(k_init, config.agent, num_agents, obs_dim, act_dim)
-        return TrainCarry(state=state, key=k_run, chunk=jnp.zeros((), jnp.int32))
+        return init_carry(algo, config.agent, env, rng)
 
     def chunk(carry: TrainCarry):
         key, k_upd, k_eval = jax.random.split(carry.key, 3)
