@@ -395,3 +395,32 @@ def test_mjx_import_drops_only_the_warp_notices():
     assert out.returncode == 0, out.stderr
     assert "Failed to import" not in out.stdout
     assert "other notice" in out.stdout
+
+
+def test_model_without_settotalmass_equals_the_plain_compile():
+    """``load_model`` strips gymnasium's deprecated ``settotalmass`` and applies it after the
+    compile: every numeric array of the model must equal the plain compile's, and no
+    deprecation warning may be printed (MuJoCo writes it from C, hence the subprocess)."""
+    import subprocess
+    import sys
+
+    import mujoco
+
+    from dom2_jax.envs.mamujoco import common as mjc
+    plain = mujoco.MjModel.from_xml_path(mjc.xml_path())
+    ours = mjc.load_model()
+    assert 'settotalmass="' in open(mjc.xml_path()).read()  # else this test checks nothing
+    compared = 0
+    for name in dir(plain):
+        a = getattr(plain, name, None)
+        if name.startswith("_") or not isinstance(a, np.ndarray) or a.dtype.kind not in "fiub":
+            continue
+        np.testing.assert_array_equal(getattr(ours, name), a, err_msg=name)
+        compared += 1
+    assert compared > 50
+    np.testing.assert_allclose(ours.body_mass.sum(), 14.0)
+    code = "from dom2_jax.envs.mamujoco import common as c; c.load_model()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "settotalmass" not in out.stdout + out.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from typing import Dict, Optional, Sequence, Tuple
 
 import jax
@@ -68,8 +69,24 @@ def xml_path() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _base_model_cached():
+    """gymnasium's model, compiled without MuJoCo's deprecated ``settotalmass`` attribute.
+
+    MuJoCo >= 3.3 warns on every compile of ``<compiler settotalmass="14"/>``. We strip the
+    attribute and apply what it did on the compiled model (``mj_setTotalmass`` then
+    ``mj_setConst``, as the warning advises); every numeric array of the result equals the
+    plain compile's bit for bit (tests/test_mamujoco.py).
+    """
     import mujoco
-    return mujoco.MjModel.from_xml_path(xml_path())
+    with open(xml_path()) as f:
+        text = f.read()
+    match = re.search(r'\ssettotalmass="([^"]+)"', text)
+    if match is None:  # a future gymnasium without the attribute
+        return mujoco.MjModel.from_xml_path(xml_path())
+    # No relative file references in this XML, so compiling from a string is equivalent.
+    model = mujoco.MjModel.from_xml_string(text.replace(match.group(0), "", 1))
+    mujoco.mj_setTotalmass(model, float(match.group(1)))
+    mujoco.mj_setConst(model, mujoco.MjData(model))
+    return model
 
 
 def load_model():
