@@ -24,6 +24,7 @@ import importlib
 import json
 import os
 import time
+from typing import Any, NamedTuple
 
 from absl import app, flags, logging
 
@@ -52,47 +53,47 @@ def _fail(msg):
     raise SystemExit(f"error: {msg}")
 
 
-def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_seed=0,
-                     eval_backend="auto", keys=None):
-    """Evaluates every seed of ``workdir``'s checkpoint; returns (and writes) the result dict.
-
-    ``keys``: one evaluation key per seed ([S]; default fold_in(PRNGKey(eval_seed), i)), used
-    as the trainer's evaluation uses its chunk's key: split into (standard env, shifted env)."""
-    import jax
-    import jax.numpy as jnp
-    import ml_collections
-    import numpy as np
-
-    from dom2_jax import data, envs
-    from dom2_jax.training.checkpoint import Checkpointer
-    from dom2_jax.training.host_eval import make_cpu_evaluate, resolve_eval_backend
-    from dom2_jax.training.reporting import write_json
-    from dom2_jax.training.trainer import (carry_template, make_evaluate, make_policy,
-                                           obs_statistics)
-
+def _read_resolved(workdir: str) -> dict:
     cfg_path = os.path.join(workdir, "config.json")
     if not os.path.exists(cfg_path):
         _fail(f"{workdir} has no config.json: not an experiments.train workdir")
-    resolved = json.load(open(cfg_path))
-    env_name, algo_name = resolved["env"], resolved["algo"]
-    if shift is not None and not env_name.startswith(SHIFTS[shift]):
-        _fail(f"--shift={shift} does not apply to {env_name}: use "
-              f"{'speed' if env_name.startswith('mpe_') else 'R or E'}")
+    return json.load(open(cfg_path))
+
+
+class LoadedRun(NamedTuple):
+    """A trained ``experiments.train`` workdir, restored (see ``load_run``)."""
+
+    resolved: dict          # config.json
+    results: dict           # results.json ({} for an unfinished run)
+    config: Any             # the run's ml_collections config, agent fields completed
+    algo: Any               # the dom2_jax.algos module
+    env: Any                # the standard environment
+    stats: Any              # observation statistics ({"mean", "std"}) or None
+    carry: Any              # the restored TrainCarry (leading seed axis)
+    step: int               # the checkpoint's chunk
+    num_seeds: int
+    filled: list            # agent fields absent from config.json (today's defaults used)
+
+
+def load_run(workdir: str, chunk=None) -> LoadedRun:
+    """Restores ``workdir``'s newest checkpoint (or chunk ``chunk``) with its config."""
+    import ml_collections
+
+    from dom2_jax import data, envs
+    from dom2_jax.training.checkpoint import Checkpointer
+    from dom2_jax.training.trainer import carry_template, obs_statistics
+
+    resolved = _read_resolved(workdir)
     config = ml_collections.ConfigDict(resolved["config"])
-    algo = importlib.import_module(f"dom2_jax.algos.{algo_name}")
+    algo = importlib.import_module(f"dom2_jax.algos.{resolved['algo']}")
     # Fields added to the algorithm after the run was trained take today's defaults (each
     # new field's default keeps the old behaviour); the output lists them.
     agent = algo.default_config().to_dict()
     filled = sorted(set(agent) - set(config.agent.to_dict()))
     agent.update(config.agent.to_dict())
     config.agent = ml_collections.ConfigDict(agent)
-    env_kwargs = dict(config.get("env_kwargs", {}))
-    env = envs.make(env_name, **env_kwargs)
-    target = envs.make(env_name, shift=shift, **env_kwargs) if shift else env
+    env = envs.make(resolved["env"], **dict(config.get("env_kwargs", {})))
     num_seeds = int(resolved.get("num_seeds", 1))
-    episodes = int(episodes or config.eval_episodes)
-    if episodes < 1:
-        _fail(f"--episodes must be >= 1, got {episodes}")
 
     res_path = os.path.join(workdir, "results.json")
     results = json.load(open(res_path)) if os.path.exists(res_path) else {}
@@ -106,7 +107,6 @@ def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_s
                 _fail(f"{workdir} standardised its observations, has no results.json with "
                       f"their statistics, and its dataset {resolved.get('dataset')!r} is gone")
             stats = obs_statistics(data.to_device(data.load(resolved["dataset"])))
-    policy = make_policy(algo, stats)
 
     template = carry_template(algo, config.agent, env, num_seeds)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
@@ -117,6 +117,39 @@ def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_s
         _fail(f"{workdir} has no checkpoint {step}; it keeps {ckpt.all_steps()}")
     carry = ckpt.restore(template, step)
     ckpt.close()
+    return LoadedRun(resolved, results, config, algo, env, stats, carry, int(step), num_seeds,
+                     filled)
+
+
+def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_seed=0,
+                     eval_backend="auto", keys=None):
+    """Evaluates every seed of ``workdir``'s checkpoint; returns (and writes) the result dict.
+
+    ``keys``: one evaluation key per seed ([S]; default fold_in(PRNGKey(eval_seed), i)), used
+    as the trainer's evaluation uses its chunk's key: split into (standard env, shifted env)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from dom2_jax import data, envs
+    from dom2_jax.training.host_eval import make_cpu_evaluate, resolve_eval_backend
+    from dom2_jax.training.reporting import write_json
+    from dom2_jax.training.trainer import make_evaluate, make_policy
+
+    env_name = _read_resolved(workdir)["env"]
+    if shift is not None and not env_name.startswith(SHIFTS[shift]):
+        _fail(f"--shift={shift} does not apply to {env_name}: use "
+              f"{'speed' if env_name.startswith('mpe_') else 'R or E'}")
+    run = load_run(workdir, chunk)
+    resolved, results, config, env = run.resolved, run.results, run.config, run.env
+    algo_name, num_seeds, step, filled = resolved["algo"], run.num_seeds, run.step, run.filled
+    episodes = int(episodes or config.eval_episodes)
+    if episodes < 1:
+        _fail(f"--episodes must be >= 1, got {episodes}")
+    target = (envs.make(env_name, shift=shift, **dict(config.get("env_kwargs", {})))
+              if shift else env)
+    policy = make_policy(run.algo, run.stats)
+    carry = run.carry
     updates = int(step) * int(config.eval_every)
 
     if keys is None:
