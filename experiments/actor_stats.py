@@ -54,14 +54,14 @@ def actor_stats(workdir: str, chunk=None, samples: int = 4096, seed: int = 0) ->
     from dom2_jax.training.trainer import make_policy
     from experiments.evaluate import _fail, load_run
 
+    if samples < 1:
+        _fail(f"--samples must be >= 1, got {samples}")
     run = load_run(workdir, chunk)
     path = run.resolved.get("dataset") or ""
     if not os.path.isdir(path):
         _fail(f"{workdir}: its dataset {path!r} is gone; regenerate it to diagnose this run")
     arrays = data.to_device(data.load(path))
     n = int(arrays["obs"].shape[0])
-    if samples < 1:
-        _fail(f"--samples must be >= 1, got {samples}")
     idx = np.sort(np.random.RandomState(seed).choice(n, min(samples, n), replace=False))
     obs, actions = jnp.asarray(arrays["obs"])[idx], jnp.asarray(arrays["actions"])[idx]
     inputs = obs if run.stats is None else (

@@ -140,12 +140,12 @@ def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_s
     if shift is not None and not env_name.startswith(SHIFTS[shift]):
         _fail(f"--shift={shift} does not apply to {env_name}: use "
               f"{'speed' if env_name.startswith('mpe_') else 'R or E'}")
+    if episodes is not None and int(episodes) < 1:  # before the (slow) restore
+        _fail(f"--episodes must be >= 1, got {episodes}")
     run = load_run(workdir, chunk)
     resolved, results, config, env = run.resolved, run.results, run.config, run.env
     algo_name, num_seeds, step, filled = resolved["algo"], run.num_seeds, run.step, run.filled
     episodes = int(episodes or config.eval_episodes)
-    if episodes < 1:
-        _fail(f"--episodes must be >= 1, got {episodes}")
     target = (envs.make(env_name, shift=shift, **dict(config.get("env_kwargs", {})))
               if shift else env)
     policy = make_policy(run.algo, run.stats)

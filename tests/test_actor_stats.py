@@ -68,3 +68,8 @@ def test_clear_error_without_the_dataset(omar_run, tmp_path):
     json.dump(cfg, open(wd / "config.json", "w"))
     with pytest.raises(SystemExit, match="dataset .* is gone"):
         actor_stats.actor_stats(str(wd), samples=8)
+
+
+def test_bad_samples_fail_before_the_restore(tmp_path):
+    with pytest.raises(SystemExit, match="--samples must be >= 1"):
+        actor_stats.actor_stats(str(tmp_path), samples=0)

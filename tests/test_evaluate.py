@@ -71,6 +71,8 @@ def test_default_keys_deterministic_and_written(bc_run):
 
 
 def test_clear_errors(bc_run, tmp_path):
+    with pytest.raises(SystemExit, match="--episodes must be >= 1"):
+        evaluate.evaluate_workdir(str(bc_run), episodes=0)
     with pytest.raises(SystemExit, match="--shift=R does not apply to mpe_spread"):
         evaluate.evaluate_workdir(str(bc_run), shift="R")
     with pytest.raises(SystemExit, match="has no checkpoint 7"):
