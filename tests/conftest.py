@@ -6,6 +6,8 @@ process and the launchers it starts (same HLO and semantics; measured on a DOM2 
 program: compile ~3x faster, run time about the same; BUILD_NOTES.md "CI time").
 """
 import os
+import subprocess
+import sys
 
 if os.environ.get("DOM2_TEST_FULL_OPT", "0") != "1":
     _fast = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
@@ -14,6 +16,18 @@ if os.environ.get("DOM2_TEST_FULL_OPT", "0") != "1":
 
 import numpy as np
 import pytest
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def launch_train(args, cache, timeout=900):
+    """``python -m experiments.train --progress=false --compilation_cache=cache *args`` in a
+    subprocess from the repository root; returns the CompletedProcess (text output)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "experiments.train", "--progress=false",
+                           f"--compilation_cache={cache}"] + list(args), capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
 def pytest_addoption(parser):

@@ -1,30 +1,22 @@
 """experiments.actor_stats: policy-vs-data statistics of a trained run's checkpoint."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
+from conftest import launch_train
 from experiments import actor_stats
 from experiments.evaluate import load_run
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def omar_run(tmp_path_factory, spread_random_dataset_dir):
     wd = tmp_path_factory.mktemp("actor_stats") / "omar"
-    r = subprocess.run(
-        [sys.executable, "-m", "experiments.train", "--progress=false", "--algo=omar",
-         "--env=mpe_spread", "--dataset=" + spread_random_dataset_dir, "--preset=smoke",
-         "--num_seeds=2", "--config.normalize_obs=True",
-         "--compilation_cache=" + str(wd.parent / "cache"), f"--workdir={wd}"],
-        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-        timeout=900)
+    r = launch_train(["--algo=omar", "--env=mpe_spread", "--dataset=" + spread_random_dataset_dir,
+                      "--preset=smoke", "--num_seeds=2", "--config.normalize_obs=True",
+                      f"--workdir={wd}"], wd.parent / "cache")
     assert r.returncode == 0, r.stderr[-3000:]
     return wd
 

@@ -5,28 +5,22 @@ final checkpoint reproduces the launcher's final standard and shifted scores for
 (checkpoint restore, seed order, observation standardisation from results.json, shifted env)."""
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
+from conftest import launch_train
 from experiments import evaluate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def bc_run(tmp_path_factory, spread_random_dataset_dir):
     wd = tmp_path_factory.mktemp("eval") / "bc"
-    r = subprocess.run(
-        [sys.executable, "-m", "experiments.train", "--progress=false", "--algo=bc",
-         "--env=mpe_spread", "--dataset=" + spread_random_dataset_dir, "--preset=smoke",
-         "--num_seeds=2", "--shift=speed", "--config.normalize_obs=True",
-         "--compilation_cache=" + str(wd.parent / "cache"), f"--workdir={wd}"],
-        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-        timeout=900)
+    r = launch_train(["--algo=bc", "--env=mpe_spread", "--dataset=" + spread_random_dataset_dir,
+                      "--preset=smoke", "--num_seeds=2", "--shift=speed",
+                      "--config.normalize_obs=True", f"--workdir={wd}"], wd.parent / "cache")
     assert r.returncode == 0, r.stderr[-3000:]
     return wd
 

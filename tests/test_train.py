@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import launch_train
 from dom2_jax import data, envs
 from dom2_jax.training.trainer import make_train
 from experiments.train import resolve_config
@@ -57,11 +58,7 @@ def test_config_precedence_and_errors():
         make_train(cfg, {}, envs.make("mpe_spread"))
 
 
-def _launch(args, cache, timeout=900):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "experiments.train", "--progress=false",
-                           f"--compilation_cache={cache}"] + args, capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=timeout)
+_launch = launch_train
 
 
 def test_launcher_bad_flags_fail_fast_with_clear_messages(tmp_path, spread_random_dataset_dir):
