@@ -52,15 +52,15 @@ def actor_stats(workdir: str, chunk=None, samples: int = 4096, seed: int = 0) ->
     from dom2_jax.algos import common, omar
     from dom2_jax.training.reporting import write_json
     from dom2_jax.training.trainer import make_policy
-    from experiments.evaluate import _fail, load_run
+    from experiments.evaluate import _fail, _read_resolved, load_run
 
     if samples < 1:
         _fail(f"--samples must be >= 1, got {samples}")
-    run = load_run(workdir, chunk)
-    path = run.resolved.get("dataset") or ""
+    path = _read_resolved(workdir).get("dataset") or ""
     if not os.path.isdir(path):
         _fail(f"{workdir}: its dataset {path!r} is gone; regenerate it to diagnose this run")
     arrays = data.to_device(data.load(path))
+    run = load_run(workdir, chunk, arrays)  # the dataset is loaded once, here
     n = int(arrays["obs"].shape[0])
     idx = np.sort(np.random.RandomState(seed).choice(n, min(samples, n), replace=False))
     obs, actions = jnp.asarray(arrays["obs"])[idx], jnp.asarray(arrays["actions"])[idx]
@@ -80,17 +80,17 @@ def actor_stats(workdir: str, chunk=None, samples: int = 4096, seed: int = 0) ->
         hp = state.hp
         uniform = jax.random.uniform(k_u, actions.shape, minval=-1.0, maxval=1.0)
         q1 = jax.vmap(lambda cp, o, a: common.q1_of(hp, cp, o, a), in_axes=(0, 1, 1))
-        out.update(q_policy=jnp.mean(q1(state.critic, inputs, acts), axis=-1),
+        q_pi = q1(state.critic, inputs, acts)                              # [A, N]
+        out.update(q_policy=jnp.mean(q_pi, axis=-1),
                    q_data=jnp.mean(q1(state.critic, inputs, actions), axis=-1),
                    q_uniform=jnp.mean(q1(state.critic, inputs, uniform), axis=-1))
         if is_omar:
-            def search(cp, o, pi, k):
+            def search(cp, o, pi, q_pi_j, k):
                 a_s, q_s = omar.search_actions(hp, cp, o, pi, k)
-                q_pi = common.q1_of(hp, cp, o, pi)
                 return (jnp.mean(jnp.abs(a_s) > SATURATED), jnp.mean(q_s),
-                        jnp.mean((q_s > q_pi).astype(jnp.float32)))
-            sat, q_s, better = jax.vmap(search, in_axes=(0, 1, 1, 0))(
-                state.critic, inputs, acts, jax.random.split(k_s, acts.shape[1]))
+                        jnp.mean((q_s > q_pi_j).astype(jnp.float32)))
+            sat, q_s, better = jax.vmap(search, in_axes=(0, 1, 1, 0, 0))(
+                state.critic, inputs, acts, q_pi, jax.random.split(k_s, acts.shape[1]))
             out.update(search_sat=sat, search_q=q_s, search_better_frac=better)
         return out
 

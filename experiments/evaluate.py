@@ -75,8 +75,11 @@ class LoadedRun(NamedTuple):
     filled: list            # agent fields absent from config.json (today's defaults used)
 
 
-def load_run(workdir: str, chunk=None) -> LoadedRun:
-    """Restores ``workdir``'s newest checkpoint (or chunk ``chunk``) with its config."""
+def load_run(workdir: str, chunk=None, dataset_arrays=None) -> LoadedRun:
+    """Restores ``workdir``'s newest checkpoint (or chunk ``chunk``) with its config.
+
+    ``dataset_arrays``: the run's dataset (``data.to_device``) when the caller has it already;
+    it is read only for an unfinished run that standardised its observations."""
     import ml_collections
 
     from dom2_jax import data, envs
@@ -103,10 +106,13 @@ def load_run(workdir: str, chunk=None) -> LoadedRun:
         if stats is None:  # an unfinished run: the statistics of its whole dataset (the
             # trainer's come from the arrays it trained on: the same unless the run used
             # data_fraction < 1 or the augmentation, where they differ slightly)
-            if not os.path.isdir(resolved.get("dataset") or ""):
-                _fail(f"{workdir} standardised its observations, has no results.json with "
-                      f"their statistics, and its dataset {resolved.get('dataset')!r} is gone")
-            stats = obs_statistics(data.to_device(data.load(resolved["dataset"])))
+            if dataset_arrays is None:
+                if not os.path.isdir(resolved.get("dataset") or ""):
+                    _fail(f"{workdir} standardised its observations, has no results.json with "
+                          f"their statistics, and its dataset {resolved.get('dataset')!r} is "
+                          "gone")
+                dataset_arrays = data.to_device(data.load(resolved["dataset"]))
+            stats = obs_statistics(dataset_arrays)
 
     template = carry_template(algo, config.agent, env, num_seeds)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
