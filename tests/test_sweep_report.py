@@ -295,3 +295,60 @@ def test_report_next_to_the_paper_and_several_roots(tmp_path):
     assert bars["dom2"]["paper"] == (628.6, 17.2)
     assert "paper_mpe_spread.png" in rep["figures"]
     assert (tmp_path / "rep" / "paper_mpe_spread.png").stat().st_size > 1000
+
+
+def test_archive_runs_keeps_what_the_report_reads(tmp_path):
+    """experiments.archive_runs copies each run's record without checkpoints/ and tb/; the
+    report over the copy equals the report over the original (finished, unfinished, shifted
+    evaluations); an --out inside --root is refused; the CLI prints the summary."""
+    from experiments import archive_runs
+    root, out = tmp_path / "runs", tmp_path / "kept"
+    _fake_run(root, "mpe_spread/expert/bc/seed0-n2", "bc", [500.0, 520.0])
+    d = root / "mpe_spread/expert/macql/seed0"  # unfinished, with checkpoints and tb
+    os.makedirs(d / "checkpoints/5000")
+    (d / "checkpoints/5000/params").write_bytes(b"\0" * 4096)
+    os.makedirs(d / "tb")
+    (d / "tb/events.out").write_bytes(b"\0" * 100)
+    json.dump({"algo": "macql", "env": "mpe_spread", "quality": "expert", "num_seeds": 1,
+               "config": {"num_updates": 6000}}, open(d / "config.json", "w"))
+    (d / "metrics.csv").write_text("step,eval/seed0\n1000,100.0\n2000,300.0\n")
+    os.makedirs(d / "diagnostics")
+    (d / "diagnostics/actor-u2000-n16-k0.json").write_text('{"x": 1}')
+    ev = root / "mpe_spread/expert/bc/seed0-n2/evaluations"
+    os.makedirs(ev)
+    json.dump({"shift": "speed", "episodes": 10, "final_parameters": True,
+               "seeds": [{"score_mean": 450.0}, {"score_mean": 470.0}]},
+              open(ev / "shift-speed-u100-e10-k0.json", "w"))
+
+    summary = archive_runs.archive(str(root), str(out))
+    assert [r["workdir"] for r in summary["runs"]] == ["mpe_spread/expert/bc/seed0-n2",
+                                                       "mpe_spread/expert/macql/seed0"]
+    kept = sorted(os.path.relpath(os.path.join(p, f), out)
+                  for p, _, fs in os.walk(out) for f in fs)
+    assert kept == ["mpe_spread/expert/bc/seed0-n2/evaluations/shift-speed-u100-e10-k0.json",
+                    "mpe_spread/expert/bc/seed0-n2/metrics.csv",
+                    "mpe_spread/expert/bc/seed0-n2/results.json",
+                    "mpe_spread/expert/macql/seed0/config.json",
+                    "mpe_spread/expert/macql/seed0/diagnostics/actor-u2000-n16-k0.json",
+                    "mpe_spread/expert/macql/seed0/metrics.csv"]
+    assert summary["bytes"] == sum(os.path.getsize(out / k) for k in kept)
+    a = report.make_report(str(root), str(tmp_path / "ra"), "score")
+    b = report.make_report(str(out), str(tmp_path / "rb"), "score")
+    assert b["paper_comparison"] == a["paper_comparison"] and len(b["paper_comparison"]) == 3
+    assert [r["status"] for r in b["runs"]] == [r["status"] for r in a["runs"]]
+    assert "unfinished (2000 of 6000" in b["runs"][1]["status"]
+    # a run that went on: re-archiving refreshes the copy
+    (d / "metrics.csv").write_text("step,eval/seed0\n1000,100.0\n2000,300.0\n3000,350.0\n")
+    archive_runs.archive(str(root), str(out))
+    assert (out / "mpe_spread/expert/macql/seed0/metrics.csv").read_text().endswith("350.0\n")
+    assert not [f for _, _, fs in os.walk(out) for f in fs if ".tmp-" in f]
+    with pytest.raises(ValueError, match="lies inside --root"):
+        archive_runs.archive(str(root), str(root / "kept"))
+    with pytest.raises(ValueError, match="not a directory"):
+        archive_runs.archive(str(tmp_path / "nope"), str(out))
+    p = subprocess.run([sys.executable, "-m", "experiments.archive_runs", f"--root={root}",
+                        f"--out={tmp_path / 'cli'}"], capture_output=True, text=True,
+                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "mpe_spread/expert/macql/seed0: 3 files (unfinished)" in p.stdout
+    assert "2 runs" in p.stdout
