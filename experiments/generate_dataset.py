@@ -209,6 +209,7 @@ def generate(env_name: str, quality: str, num_samples: int, seed: int,
     import jax
     from dom2_jax import data
     from dom2_jax.online import policies, td3 as td3_lib
+    from dom2_jax.training import reporting
 
     if quality not in QUALITIES:
         raise ValueError(f"unknown quality {quality!r}; expected one of {QUALITIES}")
@@ -287,7 +288,7 @@ def generate(env_name: str, quality: str, num_samples: int, seed: int,
                           params_sha256=d, env_steps=m.get("env_steps"),
                           score=m.get("score"), seed=m.get("seed"))
                   for q, (_, m, d) in pol.items()},
-        git_commit=_git_commit(), jax_version=jax.__version__,
+        git_commit=_git_commit(), jax_version=jax.__version__, system=reporting.system_info(),
         wall_s=round(time.time() - t_start, 2))
     arrays = _to_dataset_arrays(ep)
     return data.build_dataset(**arrays, env=env_name, quality=quality, env_kwargs=env_kwargs,

@@ -10,6 +10,7 @@ one is resumed by re-running the same command). Config fields: --config=experime
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -182,6 +183,12 @@ def run(argv_flags=FLAGS):
     data.check_compatible(ds, expected_env=f.env,
                           expected_shapes={"num_agents": env.num_agents, "obs_dim": env.obs_dim,
                                            "act_dim": env.act_dim})
+    # The files' digests (meta.sha256) name the data this run trains on: a dataset regenerated
+    # at the same path (another machine's CPU gives other HalfCheetah rollouts) is refused on
+    # resume instead of silently mixed into the run.
+    file_digests = ds.meta.get("sha256") or {}
+    dataset_sha256 = (hashlib.sha256(json.dumps(file_digests, sort_keys=True).encode()).hexdigest()
+                      if file_digests else None)
     if config.data_fraction < 1.0:
         ds = data.subsample(ds, float(config.data_fraction), f.seed)
     if config.augment:
@@ -191,7 +198,8 @@ def run(argv_flags=FLAGS):
     resolved = {"config": config.to_dict(), "cli_overrides": cli, "algo": f.algo, "env": f.env,
                 "quality": f.quality, "dataset": os.path.abspath(path), "num_seeds": f.num_seeds,
                 "seed": f.seed, "shift": f.shift, "preset": f.preset,
-                "dataset_transitions_used": ds.num_transitions, "eval_backend": eval_backend,
+                "dataset_transitions_used": ds.num_transitions, "dataset_sha256": dataset_sha256,
+                "eval_backend": eval_backend,
                 "command": " ".join(sys.argv)}
     cfg_file = os.path.join(f.workdir, "config.json")
     if os.path.exists(cfg_file):
@@ -200,6 +208,11 @@ def run(argv_flags=FLAGS):
         if any(old.get(k) != json.loads(json.dumps(resolved[k], default=list)) for k in keep):
             raise SystemExit(f"{f.workdir} holds a run with a different config; use a new "
                              "--workdir (or delete it) instead of resuming.")
+        if old.get("dataset_sha256") not in (None, dataset_sha256):  # runs before 2026-12 lack it
+            raise SystemExit(f"{f.workdir} was trained on other data than {path} holds now (the "
+                             "files' sha256 differ: regenerated or replaced since the run "
+                             "started); use a new --workdir, or restore that dataset, instead "
+                             "of resuming.")
     reporting.write_json(cfg_file, resolved)
 
     arrays = data.to_device(ds)

@@ -11,6 +11,7 @@ import pytest
 from dom2_jax import data
 from dom2_jax.online import policies
 from dom2_jax.online import td3 as td3_lib
+from dom2_jax.training import reporting
 from experiments import generate_dataset as gen
 
 
@@ -42,6 +43,9 @@ def test_generate_random_expert_deterministic_and_loadable(assets, tmp_path):
     assert set(refs) == {"random", "expert"} and refs["random"] > 100  # spread random ~160
     g = ds.meta["generator"]
     assert g["config"]["sigma"] == gen.DEFAULT_SIGMA and "expert" in g["policies"]
+    # where it was generated: the bits depend on the CPU's instruction set (BUILD_NOTES)
+    assert g["system"]["backend"] == "cpu" and "xla_flags" in g["system"]
+    assert g["system"]["cpu_model"] == reporting.cpu_model()
     # consecutive transitions chain inside an episode
     np.testing.assert_array_equal(ds.next_obs[:24], ds.obs[1:25])
     # deterministic given the seed; another seed differs

@@ -123,6 +123,14 @@ def test_launcher_results_and_resume_equals_uninterrupted(tmp_path, spread_rando
     r = _launch(args + [f"--workdir={part}", "--config.agent.eta=0.5"], cache)
     assert r.returncode != 0 and "different config" in r.stderr + r.stdout
 
+    # The same path holding other data (a regenerated dataset) is refused too, before compiling.
+    cfg = json.load(open(part / "config.json"))
+    assert len(cfg["dataset_sha256"]) == 64
+    cfg["dataset_sha256"] = "0" * 64
+    (part / "config.json").write_text(json.dumps(cfg))
+    r = _launch(args + [f"--workdir={part}"], cache)
+    assert r.returncode != 0 and "other data than" in r.stderr + r.stdout
+
 
 def _latest_checkpoint(workdir):
     """The newest checkpoint of a run as a raw pytree (every parameter, optimiser state, key)."""

@@ -8,7 +8,7 @@ import os
 import platform
 import struct
 import tempfile
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -197,8 +197,24 @@ def plot_learning_curve(rows: List[Dict], path: str, title: str, num_seeds: int,
     os.replace(tmp, path)
 
 
+def cpu_model() -> Optional[str]:
+    """The CPU's model name (Linux /proc/cpuinfo; else ``platform.processor()``), or None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def system_info() -> Dict:
+    """Where a run ran. XLA's CPU code depends on the instruction set (``cpu_model``,
+    ``xla_flags``): float32 results differ in the last bits between CPU models, which chaotic
+    HalfCheetah rollouts amplify into other episodes (BUILD_NOTES, session 11)."""
     import jax
     return {"jax": jax.__version__, "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()], "python": platform.python_version(),
-            "machine": platform.machine(), "cpu_count": os.cpu_count()}
+            "machine": platform.machine(), "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS")}
