@@ -6,8 +6,9 @@ r"""Train an offline MARL algorithm on a dataset, K seeds vmapped in one compile
 Writes into --workdir: config.json (resolved), metrics.csv, tb/ (TensorBoard event files,
 --tensorboard), learning_curve.png, results.json, checkpoints/ (orbax; the newest complete
 one is resumed by re-running the same command; a different config, or other data at the
-dataset path (config.json's dataset_sha256), is refused). Config fields: --config=experiments/configs/<algo>.py (default for --algo) and
---config.<field>=value overrides; --helpfull lists every field with its value.
+dataset path (config.json's dataset_sha256), is refused). Config fields:
+--config=experiments/configs/<algo>.py (default for --algo) and --config.<field>=value
+overrides; --helpfull lists every field with its value.
 """
 from __future__ import annotations
 
