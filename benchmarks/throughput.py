@@ -13,7 +13,7 @@ both with dom2.default_config(): batch 256, residual noise net 512-256-128 | 128
 actions with the log-density correction, Adam + grad-norm clip 1, soft targets, EMA actor.
 
 Measured in one process, warm-up and compilation excluded from every timing:
-* JAX: ``jax.jit(dom2.train_steps)`` = a ``lax.scan`` of --updates updates per call (minibatch
+* JAX: ``jax.jit(trainer.scan_updates(dom2.update, ...))`` = a ``lax.scan`` of --updates updates per call (minibatch
   drawn on device inside the scan), agents vmapped; median over --repeats calls after one
   warm-up call. Compile time (lower + compile) is reported separately.
 * PyTorch (benchmarks/torch_dom2.py): the same update in eager mode, a Python loop over agents
@@ -21,7 +21,7 @@ Measured in one process, warm-up and compilation excluded from every timing:
   counts asserted equal); median over --repeats runs of --updates updates after 2 warm-up
   updates. ``torch.set_num_threads`` is set to the number of cores JAX's CPU backend uses
   (``--torch_threads`` overrides it).
-* Seeds: ``jax.jit(jax.vmap(train_steps))`` over S seeds for S in --seeds_list (S = 1 reuses
+* Seeds: ``jax.jit(jax.vmap(scan_updates))`` over S seeds for S in --seeds_list (S = 1 reuses
   the plain measurement), on the settings in --seeds_settings (default: spread on CPU, where
   one 16-seed update takes ~10 s; every setting on an accelerator). Updates per call for S
   seeds: max(1, --updates // S).
@@ -229,6 +229,10 @@ def make_config(setting, quick):
     from dom2_jax.algos import dom2
     s = SETTINGS[setting]
     cfg = dom2.default_config()
+    # The reference anchors (shared/reference.md) and the eager PyTorch update time the CQL of
+    # Eq. 1 as printed, uniform proposals only. (DOM2's default adds the policy proposals: one
+    # more forward DPM-Solver pass over the batch per update.)
+    cfg.cql_policy_noise = 0.0
     cfg.num_solver_steps = QUICK["steps"] if quick else s["steps"]
     if quick:
         cfg.noise_hidden = QUICK["noise_hidden"]
@@ -320,15 +324,17 @@ def xla_flops(state, arrays):
 
 # ----------------------------------------------------------------------------- JAX
 def time_jax(state, arrays, updates, repeats, seeds=None):
-    """Compile + time jit(train_steps) (optionally vmapped over ``seeds`` states)."""
+    """Compile + time jit(scan_updates) (optionally vmapped over ``seeds`` states)."""
     import jax
     from dom2_jax.algos import dom2
+    from dom2_jax.training.trainer import scan_updates
     key = jax.random.PRNGKey(2)
+    run = lambda st, k: scan_updates(dom2.update, st, arrays, k, updates)
     if seeds is None:
-        fn = jax.jit(lambda st, k: dom2.train_steps(st, arrays, k, updates))
+        fn = jax.jit(run)
         keys = key
     else:
-        fn = jax.jit(jax.vmap(lambda st, k: dom2.train_steps(st, arrays, k, updates)))
+        fn = jax.jit(jax.vmap(run))
         keys = jax.random.split(key, seeds)
     t = time.perf_counter()
     compiled = fn.lower(state, keys).compile()

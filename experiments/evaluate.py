@@ -20,13 +20,14 @@ still running.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import time
 from typing import Any, NamedTuple
 
 from absl import app, flags, logging
+
+from dom2_jax import registry
 
 SHIFTS = {"speed": "mpe_", "R": "mamujoco_", "E": "mamujoco_"}
 
@@ -88,7 +89,7 @@ def load_run(workdir: str, chunk=None, dataset_arrays=None) -> LoadedRun:
 
     resolved = _read_resolved(workdir)
     config = ml_collections.ConfigDict(resolved["config"])
-    algo = importlib.import_module(f"dom2_jax.algos.{resolved['algo']}")
+    algo = registry.algo_module(resolved["algo"])
     # Fields added to the algorithm after the run was trained take today's defaults (each
     # new field's default keeps the old behaviour); the output lists them.
     agent = algo.default_config().to_dict()

@@ -45,7 +45,7 @@ import numpy as np
 
 from absl import app, flags
 
-QUALITIES = ("random", "random-medium", "medium-replay", "medium", "medium-expert", "expert")
+from dom2_jax.registry import QUALITIES
 DEFAULT_SIGMA = 0.1           # Gaussian noise std of medium/expert behaviour (TD3's expl. noise)
 REFERENCE_SEED = 20231126     # fixed key of the reference-return rollouts
 MIN_REFERENCE_EPISODES = 100

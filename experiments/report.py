@@ -34,11 +34,7 @@ from typing import Dict, List, Optional
 
 from absl import app, flags
 
-ENVS = ("mpe_spread", "mpe_tag", "mpe_world", "mamujoco_halfcheetah_2x3")
-QUALITIES = ("random", "random-medium", "medium-replay", "medium", "medium-expert", "expert")
-ALGO_ORDER = ("bc", "matd3bc", "macql", "omar", "masfbc", "dom2")  # the paper puts DOM2 last
-ALGO_LABELS = {"bc": "BC", "matd3bc": "MA-TD3+BC", "macql": "MA-CQL", "omar": "OMAR",
-               "masfbc": "MA-SfBC", "dom2": "DOM2"}
+from dom2_jax.registry import ALGO_LABELS, ALGO_ORDER, QUALITIES, TASKS as ENVS
 ABLATION_ORDER = ("full", "no_q", "no_bc", "mlp_noise", "no_aug")
 ABLATION_LABELS = {"full": "DOM2", "no_q": "w/o policy improvement (eta=0)",
                    "no_bc": "w/o diffusion loss", "mlp_noise": "MLP noise net",
@@ -58,6 +54,10 @@ def _define_flags():
                         "several roots).")
     flags.DEFINE_enum("metric", "normalised", list(METRICS),
                       "normalised: 100 (score - random) / (expert - random); score: raw return.")
+    flags.DEFINE_bool("strict", False, "Refuse (exit non-zero, write nothing) when a table row "
+                      "compares algorithms trained with different budgets, data, observation "
+                      "preprocessing or evaluation episodes; by default such rows are marked "
+                      "'not comparable'.")
 
 
 # ---------------------------------------------------------------------------- reading runs
@@ -145,11 +145,74 @@ def collect(root: str) -> List[Dict]:
         except (OSError, ValueError, KeyError, TypeError) as e:
             rec.update(status=f"unreadable ({type(e).__name__}: {e})", env=None, quality=None,
                        algo=None, config={}, refs={})
+        rec["protocol"] = protocol_of(d, rec)
         rec["ablation"] = ablation_of(rec["algo"], rec["config"]) if rec.get("algo") else None
         rec["fraction"] = float(rec["config"].get("data_fraction", 1.0))
         rec["quality"] = rec.get("quality") or "?"
         records.append(rec)
     return records
+
+
+# What must be equal between the algorithms of one table row for a comparison to be like for
+# like: the training budget, the data (digest of the dataset files, else its path) and its
+# preprocessing, and the evaluation protocol.
+PROTOCOL_FIELDS = ("num_updates", "normalize_obs", "dataset", "eval_episodes")
+
+
+def protocol_of(workdir: str, rec: Dict) -> Dict:
+    """The run's comparison protocol (``PROTOCOL_FIELDS``) from its results/config files."""
+    cfg = rec.get("config") or {}
+    dataset = None
+    try:
+        meta = _read_json(os.path.join(workdir, "config.json"))
+        dataset = meta.get("dataset_sha256")
+        dataset = dataset[:12] if dataset else meta.get("dataset")
+    except (OSError, ValueError):
+        pass
+    return {"num_updates": rec.get("num_updates", cfg.get("num_updates")),
+            "normalize_obs": bool(cfg.get("normalize_obs", False)),
+            "dataset": dataset, "eval_episodes": cfg.get("eval_episodes")}
+
+
+def protocol_differences(groups: List[Dict]) -> Dict[str, Dict[str, list]]:
+    """{field: {algorithm label: values}} for each ``PROTOCOL_FIELDS`` field on which the
+    groups (one table row) are not all equal, or on which one group mixes values; {} when the
+    row compares like with like. Unknown values (None: records from before a field existed)
+    count as values."""
+    out = {}
+    for f in PROTOCOL_FIELDS:
+        per = {variant_label(g): g["protocol"][f] for g in groups if g is not None}
+        distinct = {json.dumps(v) for vals in per.values() for v in vals}
+        if len(distinct) > 1:
+            out[f] = per
+    return out
+
+
+def _describe_differences(diff: Dict[str, Dict[str, list]]) -> str:
+    parts = []
+    for f, per in diff.items():
+        vals = "; ".join(f"{a} {'/'.join(_fmt_protocol(f, v) for v in vs)}"
+                         for a, vs in per.items())
+        parts.append(f"{f}: {vals}")
+    return " — ".join(parts)
+
+
+def _fmt_protocol(field, v):
+    if field == "num_updates" and isinstance(v, int):
+        return _updates([v])
+    return str(v)
+
+
+def protocol_summary(groups: List[Dict]) -> str:
+    """One row's shared protocol in words ("30k updates, normalised obs, 100 episodes")."""
+    g = next((x for x in groups if x is not None), None)
+    if g is None:
+        return "–"
+    p = {f: g["protocol"][f][0] for f in PROTOCOL_FIELDS}
+    p = {f: "?" if v is None else v for f, v in p.items()}
+    obs = "standardised obs" if p["normalize_obs"] is True else "raw obs"
+    return (f"{_fmt_protocol('num_updates', p['num_updates'])} updates, {obs}, "
+            f"{p['eval_episodes']} eval episodes, data {p['dataset']}")
 
 
 def shift_evaluations(workdir: str, rec: Dict) -> Dict[str, List[float]]:
@@ -201,8 +264,11 @@ def aggregate(records: List[Dict], metric: str) -> List[Dict]:
         g = groups.setdefault(group_key(rec), {
             "env": rec["env"], "quality": rec["quality"], "algo": rec["algo"],
             "ablation": rec["ablation"], "fraction": rec["fraction"], "workdirs": [],
-            "final": [], "best": []})
+            "final": [], "best": [], "protocol": {f: [] for f in PROTOCOL_FIELDS}})
         g["workdirs"].append(rec["workdir"])
+        for f in PROTOCOL_FIELDS:
+            if rec["protocol"][f] not in g["protocol"][f]:
+                g["protocol"][f].append(rec["protocol"][f])
         g["final"] += [s[f"final_{field}"] for s in rec["seeds"]]
         g["best"] += [s[f"best_{field}"] for s in rec["seeds"]]
     out = []
@@ -272,7 +338,7 @@ def tables(groups: List[Dict], metric: str) -> Dict[str, str]:
     algos = sorted({g["algo"] for g in main}, key=lambda a: (_index(ALGO_ORDER, a), a))
     full = lambda a: "full" if a == "dom2" else None
     out = {}
-    header = ["task", "quality"] + [ALGO_LABELS.get(a, a) for a in algos]
+    header = ["task", "quality"] + [ALGO_LABELS.get(a, a) for a in algos] + ["protocol"]
     for name, fn in (("main", _cell), ("main_best", _best_cell)):
         rows = []
         for env, q in tasks:
@@ -280,7 +346,13 @@ def tables(groups: List[Dict], metric: str) -> Dict[str, str]:
             if all(x is None for x in gs):
                 continue
             cells = [fn(x) for x in gs]
-            rows.append([env, q] + (_bold_best(cells, gs) if name == "main" else cells))
+            diff = protocol_differences(gs)
+            if diff:  # not like for like: no best is named, and the row says why
+                proto = "**⚠ not comparable**: " + _describe_differences(diff)
+            else:
+                proto = protocol_summary(gs)
+                cells = _bold_best(cells, gs) if name == "main" else cells
+            rows.append([env, q] + cells + [proto])
         if rows and algos:
             out[name] = _table(header, rows)
     fractions = sorted({g["fraction"] for g in main}, reverse=True)
@@ -305,6 +377,23 @@ def tables(groups: List[Dict], metric: str) -> Dict[str, str]:
                                 + _bold_best([_cell(x) for x in gs], gs))
         out["ablations"] = _table(["task", "quality"] + (["data fraction"] if len(fr) > 1 else [])
                                   + [ABLATION_LABELS.get(a, a) for a in abls], rows)
+    return out
+
+
+def row_protocols(groups: List[Dict]) -> List[Dict]:
+    """Per (env, quality) row of the main table: whether its algorithms were trained and
+    evaluated alike (``PROTOCOL_FIELDS``), with the shared protocol or the differences."""
+    rows = {}
+    for g in groups:
+        if g["ablation"] in (None, "full") and g["fraction"] == 1.0:
+            rows.setdefault((g["env"], g["quality"]), []).append(g)
+    out = []
+    for (env, q), gs in rows.items():
+        diff = protocol_differences(gs)
+        out.append({"env": env, "quality": q, "comparable": not diff,
+                    "protocol": None if diff else {f: gs[0]["protocol"][f][0]
+                                                   for f in PROTOCOL_FIELDS},
+                    "differences": diff})
     return out
 
 
@@ -606,10 +695,13 @@ def learning_curves(records, metric, out) -> List[str]:
 
 # ---------------------------------------------------------------------------------- main
 
-def make_report(root, out: Optional[str] = None, metric: str = "normalised") -> Dict:
+def make_report(root, out: Optional[str] = None, metric: str = "normalised",
+                strict: bool = False) -> Dict:
     """Writes report.md, report.json and the PNGs into ``out`` (default ``root``); returns the
     report.json content. ``root``: a directory, or a list of them (one report over all;
-    ``out`` is then required)."""
+    ``out`` is then required). A table row whose algorithms differ in budget, data,
+    preprocessing or evaluation episodes is marked "not comparable" (no best is named);
+    ``strict`` refuses such a report instead (ValueError, nothing written)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     roots = [root] if isinstance(root, str) else list(root)
@@ -621,19 +713,25 @@ def make_report(root, out: Optional[str] = None, metric: str = "normalised") -> 
     if out is None and len(roots) > 1:
         raise ValueError("--out is required with several roots")
     out = out or roots[0]
-    os.makedirs(out, exist_ok=True)
     records = [rec for r in roots for rec in collect(r)]
     root = roots[0] if len(roots) == 1 else os.path.commonpath([os.path.abspath(r)
                                                                  for r in roots])
     groups = aggregate(records, metric)
+    protocols = row_protocols(groups)
+    unequal = [r for r in protocols if not r["comparable"]]
+    if strict and unequal:
+        raise ValueError("rows compare runs trained or evaluated differently (--strict): "
+                         + "; ".join(f"{r['env']} {r['quality']}: "
+                                     + _describe_differences(r["differences"]) for r in unequal))
     paper_rows = paper_comparison(records)
+    os.makedirs(out, exist_ok=True)
     figures = (bar_charts(groups, metric, out) + learning_curves(records, metric, out)
                + paper_charts(paper_rows, out))
     from dom2_jax.training.reporting import atomic_write_text, write_json
     atomic_write_text(os.path.join(out, "report.md"),
                       markdown(groups, records, metric, figures, root, paper_rows))
     rep = {"root": os.path.abspath(root), "roots": [os.path.abspath(r) for r in roots],
-           "metric": metric, "groups": groups,
+           "metric": metric, "groups": groups, "row_protocols": protocols,
            "paper_comparison": paper_rows,
            "runs": [{k: r.get(k) for k in ("workdir", "status", "env", "quality", "algo",
                                            "ablation", "fraction")} for r in records],
@@ -646,7 +744,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        rep = make_report(FLAGS.root, FLAGS.out, FLAGS.metric)
+        rep = make_report(FLAGS.root, FLAGS.out, FLAGS.metric, FLAGS.strict)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     out = FLAGS.out or FLAGS.root[0]

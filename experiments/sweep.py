@@ -36,9 +36,7 @@ from typing import Dict, List, NamedTuple
 
 from absl import app, flags
 
-ALGOS = ("dom2", "macql", "omar", "masfbc", "matd3bc", "bc")
-ENVS = ("mpe_spread", "mpe_tag", "mpe_world", "mamujoco_halfcheetah_2x3")
-QUALITIES = ("random", "random-medium", "medium-replay", "medium", "medium-expert", "expert")
+from dom2_jax.registry import ALGOS, QUALITIES, TASKS as ENVS
 
 # The paper's Fig. 6 ablations of DOM2, as config overrides (experiments/configs/dom2.py and
 # dom2_jax.algos.dom2.default_config). "full" is plain DOM2 and shares the "dom2" workdir.
@@ -65,7 +63,8 @@ def _define_flags():
     flags.DEFINE_list("fractions", ["1.0"], "Data fractions (config.data_fraction; Fig. 5).")
     flags.DEFINE_list("ablations", [], "DOM2 ablations (Fig. 6), from "
                       f"{tuple(ABLATIONS)}; other algorithms run once. Empty: full DOM2 only.")
-    flags.DEFINE_enum("preset", None, ["smoke", "quick"], "Launcher --preset for every run.")
+    flags.DEFINE_enum("preset", None, ["smoke", "quick", "cpu"],
+                      "Launcher --preset for every run.")
     flags.DEFINE_string("root", "runs/sweep", "Root directory of the sweep's workdirs.")
     flags.DEFINE_string("data_root", None, "Launcher --data_root (default: the launcher's).")
     flags.DEFINE_bool("generate_missing", False, "Launcher --generate_missing (datasets).")

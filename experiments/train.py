@@ -22,11 +22,8 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from dom2_jax.registry import ALGOS, QUALITIES, TASKS as ENVS, algo_module
 from experiments.configs import common
-
-ALGOS = ("dom2", "macql", "omar", "masfbc", "matd3bc", "bc")
-ENVS = ("mpe_spread", "mpe_tag", "mpe_world", "mamujoco_halfcheetah_2x3")
-QUALITIES = ("random", "random-medium", "medium-replay", "medium", "medium-expert", "expert")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("algo", "dom2", ALGOS, "Algorithm to train.")
@@ -40,8 +37,10 @@ flags.DEFINE_integer("seed", 0, "Base seed; seed i uses fold_in(PRNGKey(seed), i
 flags.DEFINE_string("workdir", None, "Output directory (resumes if it holds checkpoints).")
 flags.DEFINE_enum("shift", None, ["speed", "R", "E"],
                   "Also evaluate on shifted envs: speed (MPE), R or E (HalfCheetah).")
-flags.DEFINE_enum("preset", None, ["smoke", "quick"],
-                  "smoke: seconds, for checks; quick: minutes on 2 CPU cores and it learns.")
+flags.DEFINE_enum("preset", None, ["smoke", "quick", "cpu"],
+                  "smoke: seconds, for checks; quick: minutes on 2 CPU cores and it learns; "
+                  "cpu: the CPU-scale comparison protocol (quick networks, 1e6 transitions, "
+                  "30k updates for every algorithm, 100 evaluation episodes).")
 flags.DEFINE_enum("eval_backend", "auto", ["auto", "jax", "cpu"],
                   "Where periodic evaluations run: 'jax' inside the jitted chunk (vmapped JAX env; "
                   "MJX for HalfCheetah), 'cpu' on C MuJoCo (HalfCheetah only; ~10x faster than MJX "
@@ -172,7 +171,7 @@ def run(argv_flags=FLAGS):
         print(config)
         return None
     # Fail on bad configs before any compilation.
-    algo = importlib.import_module(f"dom2_jax.algos.{f.algo}")
+    algo = algo_module(f.algo)
     env = envs.make(f.env, **dict(config.env_kwargs))
     shift_env = envs.make(f.env, shift=f.shift, **dict(config.env_kwargs)) if f.shift else None
     if hasattr(algo, "Hparams"):

@@ -18,7 +18,7 @@ import pytest
 from dom2_jax import data, envs
 from dom2_jax.algos import bc, common, dom2, macql, masfbc, matd3bc, omar
 from dom2_jax.training.checks import check_finite
-from dom2_jax.training.trainer import make_train
+from dom2_jax.training.trainer import make_train, scan_updates
 from experiments.train import resolve_config
 
 from conftest import random_policy_dataset
@@ -66,7 +66,7 @@ def test_bc_recovers_behaviour_mean():
     @tjit
     def run(key):  # init inside the program: eager init would compile every op on its own
         k_init, k_train = jax.random.split(key)
-        state, m = bc.train_steps(bc.init(k_init, cfg, 1, 2, 2), arrays, k_train, 1500)
+        state, m = scan_updates(bc.update, bc.init(k_init, cfg, 1, 2, 2), arrays, k_train, 1500)
         return bc.act(state, jnp.asarray(test_obs)), m
 
     pred, m = run(jax.random.PRNGKey(1))
@@ -94,7 +94,7 @@ def test_cql_lowers_q_of_unseen_actions_relative_to_data():
     ood_a = jax.random.uniform(jax.random.PRNGKey(3), data_a.shape, minval=-1.0, maxval=1.0)
 
     def one(state, key):
-        state, m = macql.train_steps(state, arrays, key, 300)
+        state, m = scan_updates(macql.update, state, arrays, key, 300)
         q = lambda a: jax.vmap(lambda p, o, x: common.q1_of(state.hp, p, o, x))(
             state.critic, eval_obs, a)
         return jnp.mean(q(data_a)) - jnp.mean(q(ood_a)), m
@@ -218,7 +218,7 @@ def test_td3bc_moves_toward_higher_q_but_stays_near_data():
     cfg = config(matd3bc, **dict(TINY_AC, batch_size=64))
 
     def one(state, key):
-        state, m = matd3bc.train_steps(state, arrays, key, 1000)
+        state, m = scan_updates(matd3bc.update, state, arrays, key, 1000)
         return matd3bc.act(state, jnp.ones((1, 1, 1)))[0, 0, 0], m
 
     @tjit
@@ -279,7 +279,7 @@ def test_sfbc_end_to_end_picks_highest_q_mode():
     @tjit
     def run(key):
         k0, k1, k2, k3 = jax.random.split(key, 4)
-        state, m = masfbc.train_steps(masfbc.init(k0, cfg, 1, 1, 1), arrays, k1, 1500)
+        state, m = scan_updates(masfbc.update, masfbc.init(k0, cfg, 1, 1, 1), arrays, k1, 1500)
         behaviour = masfbc.sample_candidates(state.hp, jax.tree.map(lambda x: x[0], state.behavior),
                                              obs[:, 0], k2, 1)[:, 0, 0]
         return masfbc.act(state, obs, k3)[:, 0, 0], behaviour, m

@@ -213,8 +213,9 @@ def test_report_on_hand_written_results(tmp_path):
     assert set(g) == {("dom2", "full", 1.0), ("dom2", "no_q", 1.0), ("dom2", "full", 0.5),
                       ("bc", None, 1.0)}
     md = (root / "report.md").read_text()
-    assert "| task | quality | BC | DOM2 |" in md
-    assert "| mpe_spread | expert | 6.0 ± 1.0 (2) | **23.3 ± 12.5 (3)** |" in md
+    assert "| task | quality | BC | DOM2 | protocol |" in md
+    assert ("| mpe_spread | expert | 6.0 ± 1.0 (2) | **23.3 ± 12.5 (3)** | 100 updates, raw "
+            "obs, ? eval episodes, data ? |") in md
     assert "| mpe_spread | expert | 1 | 6.0 ± 1.0 (2) | 23.3 ± 12.5 (3) |" in md  # Fig. 5 rows
     assert "Data fractions (Fig. 5)" in md and "DOM2 ablations (Fig. 6)" in md
     assert "| mpe_spread | expert | 0.5 | – | 8.0 ± 0.0 (1) |" in md
@@ -228,6 +229,37 @@ def test_report_on_hand_written_results(tmp_path):
     assert g["dom2", "full", 1.0]["final_mean"] == pytest.approx(dom2.mean() - 10)
     assert g["dom2", "full", 1.0]["final_std"] == pytest.approx(dom2.std())
     assert json.load(open(tmp_path / "norm" / "report.json"))["metric"] == "normalised"
+
+
+def test_report_marks_or_refuses_rows_that_are_not_like_for_like(tmp_path):
+    """A row whose algorithms differ in budget or observation preprocessing names no best and
+    says what differs; report.json carries each group's protocol; --strict refuses (and
+    writes nothing)."""
+    root = tmp_path / "runs"
+    _fake_run(root, "mpe_spread/expert/dom2/seed0", "dom2", [30.0])
+    _fake_run(root, "mpe_spread/expert/bc/seed0", "bc", [20.0], curve_steps=(50, 200))
+    res = json.load(open(root / "mpe_spread/expert/bc/seed0/results.json"))
+    res["config"]["normalize_obs"] = True
+    json.dump(res, open(root / "mpe_spread/expert/bc/seed0/results.json", "w"))
+    rep = report.make_report(str(root), metric="score")
+    (row,) = rep["row_protocols"]
+    assert not row["comparable"] and set(row["differences"]) == {"num_updates", "normalize_obs"}
+    assert row["differences"]["num_updates"] == {"BC": [200], "DOM2": [100]}
+    g = {x["algo"]: x for x in rep["groups"]}
+    assert g["bc"]["protocol"]["num_updates"] == [200]
+    assert g["dom2"]["protocol"]["normalize_obs"] == [False]
+    md = (root / "report.md").read_text()
+    assert ("| mpe_spread | expert | 20.0 ± 0.0 (1) | 30.0 ± 0.0 (1) | **⚠ not comparable**: "
+            "num_updates: BC 200; DOM2 100 — normalize_obs: BC True; DOM2 False |") in md
+    with pytest.raises(ValueError, match="--strict.*num_updates: BC 200; DOM2 100"):
+        report.make_report(str(root), str(tmp_path / "strict"), "score", strict=True)
+    assert not (tmp_path / "strict").exists()
+    # equal protocols: the row is comparable and the best is bold
+    _fake_run(tmp_path / "eq", "mpe_spread/expert/dom2/seed0", "dom2", [30.0])
+    _fake_run(tmp_path / "eq", "mpe_spread/expert/bc/seed0", "bc", [20.0])
+    rep = report.make_report(str(tmp_path / "eq"), metric="score", strict=True)
+    assert rep["row_protocols"][0]["comparable"]
+    assert rep["row_protocols"][0]["protocol"]["num_updates"] == 100
 
 
 def test_report_next_to_the_paper_and_several_roots(tmp_path):

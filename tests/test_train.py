@@ -213,9 +213,21 @@ def test_normalize_obs_trains_and_acts_on_standardised_observations(spread_rando
     np.testing.assert_allclose(t_norm.act(c_norm.state, raw, key),
                                bc.act(c_norm.state, (raw - mu) / sd, key), rtol=1e-6)
     assert not np.allclose(t_norm.act(c_norm.state, raw, key), bc.act(c_norm.state, raw, key))
-    cfg_hc, _ = resolve_config("matd3bc", "mamujoco_halfcheetah_2x3", "medium", "quick")
-    assert cfg_hc.normalize_obs and not resolve_config("dom2", "mamujoco_halfcheetah_2x3",
-                                                       "medium", "quick")[0].normalize_obs
+
+
+@pytest.mark.parametrize("preset", [None, "quick", "cpu"])
+def test_preprocessing_and_protocol_are_per_task_never_per_algorithm(preset):
+    """Equal treatment (issue #26): every algorithm gets the same observation preprocessing on
+    a task (standardised on HalfCheetah, raw on MPE), and under --preset=cpu the same budget,
+    dataset size and evaluation episodes."""
+    algos = ("dom2", "macql", "omar", "masfbc", "matd3bc", "bc")
+    for env, norm in (("mamujoco_halfcheetah_2x3", True), ("mpe_spread", False)):
+        for q in ("medium", "expert", "random"):
+            cfgs = [resolve_config(a, env, q, preset)[0] for a in algos]
+            assert {c.normalize_obs for c in cfgs} == {norm}, (env, q)
+            if preset == "cpu":
+                assert {(c.num_updates, c.eval_every, c.eval_episodes, c.dataset_size)
+                        for c in cfgs} == {(30_000, 5_000, 100, 1_000_000)}, (env, q)
 
 
 _SAVE_ON_SECOND_DEVICE = """

@@ -89,8 +89,9 @@ def agent_update(hp, coef, params, batch, key, step):
             {"actor_loss": loss, "actor_grad_norm": optax.tree.norm(grads)})
 
 
-update, train_steps, train_steps_jit, make_train_steps = common.learner_functions(
-    agent_update, ("actor", "actor_opt"))
+def update(state: BCState, batch: Dict[str, Array], key: Array):
+    """One update of all agents (vmap of ``agent_update``); batch arrays [A, B, ...]."""
+    return common.update_agents(state, batch, key, agent_update, ("actor", "actor_opt"))
 
 
 def act(state: BCState, obs: Array, key: Array = None) -> Array:

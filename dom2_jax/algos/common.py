@@ -3,8 +3,8 @@
 Every algorithm module mirrors ``dom2_jax.algos.dom2``: a hashable ``Hparams`` (static field of
 the state) built from an ``ml_collections`` config, a ``flax.struct`` state whose array leaves
 have the agent axis first, a ``coef`` dict of float32 scalars (loss weights and rates that can
-change without recompiling and can be vmapped like seeds), ``init / update / act`` and
-``train_steps``. ``update`` is ``vmap`` of a per-agent update over the agent axis (independent
+change without recompiling and can be vmapped like seeds), and ``init / update / act``
+written with ``def``. ``update`` is ``vmap`` of a per-agent update over the agent axis (independent
 learners: agent j only sees its own o_j, a_j, r_j, o'_j).
 
 This module holds what they share:
@@ -13,10 +13,9 @@ This module holds what they share:
     OMAR's MuJoCo variant); ``td_critic_loss``: the same without the CQL term (TD3+BC);
     ``td_target``: y = r + gamma (1 - done) min_k Qbar_k(o', a').
   * ``HparamsBase``: config -> validated frozen dataclass; ``make_coef``; ``make_optimizer``.
-  * ``update_agents`` (batch check + vmap over agents), ``act_per_agent`` ([..., A, obs_dim]
-    -> per-agent vmap), ``make_train_steps`` (lax.scan over on-device minibatches), and
-    ``learner_functions`` that builds a module's ``update / train_steps / train_steps_jit /
-    make_train_steps`` from its per-agent update.
+  * ``update_agents`` (batch check + vmap of a per-agent update over agents; each module's
+    ``update`` calls it) and ``act_per_agent`` ([..., A, obs_dim] -> per-agent vmap). The one
+    loop over updates is ``dom2_jax.training.trainer.scan_updates``.
   * The TD3-style deterministic actor-critic learner used by MA-CQL, OMAR and MA-TD3+BC
     (``ActorCriticState``, ``init_actor_critic``, ``actor_critic_agent_update``,
     ``deterministic_act``); each of them only supplies its actor loss.
@@ -25,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, ClassVar, Dict, NamedTuple, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, Sequence, Tuple
 
 import flax
 import jax
@@ -222,23 +221,6 @@ def act_per_agent(hp, agent_act: Callable, params, obs: Array, key: Array) -> Ar
     return jnp.moveaxis(acts, 0, 1).reshape(lead + (hp.num_agents, hp.act_dim))
 
 
-def make_train_steps(update: Callable, num_updates: int, sample_fn=None):
-    """``run(state, arrays, key)``: ``num_updates`` updates as one ``lax.scan``, each on a
-    minibatch drawn on device by ``sample_fn(arrays, key, batch_size)`` (default
-    ``dom2_jax.data.sample_batch``) from ``arrays`` ([N, A, ...]). Not jitted."""
-    if sample_fn is None:
-        from dom2_jax.data.transforms import sample_batch as sample_fn
-
-    def run(state, arrays, key):
-        def body(st, k):
-            k_b, k_u = jax.random.split(k)
-            return update(st, sample_fn(arrays, k_b, st.hp.batch_size), k_u)
-
-        return jax.lax.scan(body, state, jax.random.split(key, num_updates))
-
-    return run
-
-
 def grad_step(optimizer, loss_fn: Callable, params, opt_state):
     """One optimiser step on ``loss_fn(params) -> (loss, aux)``.
 
@@ -246,36 +228,6 @@ def grad_step(optimizer, loss_fn: Callable, params, opt_state):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     upd, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, upd), opt_state, loss, aux, grads
-
-
-def learner_functions(agent_update: Callable, fields: Sequence[str]):
-    """The batch-level API every learner module exposes, built from its per-agent update.
-
-    ``agent_update(hp, coef, params, batch, key, step) -> (new_params, metrics)`` acts on ONE
-    agent (``params``: this agent's slices of ``state.<field>`` for ``fields``). Returns
-    ``(update, train_steps, train_steps_jit, make_train_steps)``:
-      * ``update(state, batch, key) -> (state, metrics [A])``: all agents, vmapped (contract);
-      * ``train_steps(state, arrays, key, num_updates, sample_fn=None)``: ``num_updates``
-        updates as one ``lax.scan`` on minibatches drawn on device from ``arrays`` [N, A, ...];
-      * ``train_steps_jit``: the same jitted with ``num_updates`` / ``sample_fn`` static;
-      * ``make_train_steps(num_updates, sample_fn=None) -> run(state, arrays, key)`` (not jitted).
-    """
-    fields = tuple(fields)
-
-    def update(state, batch: Dict[str, Array], key: Array):
-        """One update of all agents (vmap over the agent axis). batch: [A, B, ...] arrays."""
-        return update_agents(state, batch, key, agent_update, fields)
-
-    def train_steps(state, arrays, key: Array, num_updates: int, sample_fn=None):
-        """``num_updates`` updates as one ``lax.scan`` on on-device minibatches."""
-        return make_train_steps(update, num_updates, sample_fn)(state, arrays, key)
-
-    def bound_train_steps(num_updates: int, sample_fn=None):
-        """``run(state, arrays, key)``: ``train_steps`` with ``num_updates`` bound (not jitted)."""
-        return make_train_steps(update, num_updates, sample_fn)
-
-    train_steps_jit = jax.jit(train_steps, static_argnames=("num_updates", "sample_fn"))
-    return update, train_steps, train_steps_jit, bound_train_steps
 
 
 def tree_select(flag: Array, new, old):
@@ -415,10 +367,18 @@ def cql_policy_actions(actor_mod, actor_params, batch, key: Array, m: int, sigma
     [2m, B]), without gradient (the critic loss must not train the actor)."""
     pi = jnp.stack([actor_mod.apply(actor_params, batch["obs"]),
                     actor_mod.apply(actor_params, batch["next_obs"])])  # [2, B, d]
-    noise = sigma * jax.random.normal(key, (2, m) + pi.shape[1:])  # [2, m, B, d]
-    acts = jnp.clip(pi[:, None] + noise, -1.0, 1.0).reshape((2 * m,) + pi.shape[1:])
+    return noisy_proposals(pi, key, m, sigma)
+
+
+def noisy_proposals(pi: Array, key: Array, m: int, sigma: float):
+    """m noisy copies pi + N(0, sigma^2), clipped to [-1, 1], of each of the P policy actions
+    ``pi`` [P, B, d], with the log density of their noise. Returns (actions [P m, B, d],
+    log_density [P m, B]) without gradient (CQL proposals must not train the actor)."""
+    p = pi.shape[0]
+    noise = sigma * jax.random.normal(key, (p, m) + pi.shape[1:])  # [P, m, B, d]
+    acts = jnp.clip(pi[:, None] + noise, -1.0, 1.0).reshape((p * m,) + pi.shape[1:])
     log_density = jnp.sum(jax.scipy.stats.norm.logpdf(noise, scale=sigma), axis=-1)
-    return jax.lax.stop_gradient((acts, log_density.reshape((2 * m,) + pi.shape[1:2])))
+    return jax.lax.stop_gradient((acts, log_density.reshape((p * m,) + pi.shape[1:2])))
 
 
 def actor_critic_agent_update(hp: ActorCriticHparams, coef, params, batch, key, step,
@@ -480,40 +440,3 @@ def q1_of(hp, critic_params, obs: Array, actions: Array) -> Array:
     if actions.ndim == obs.ndim + 1:
         obs = jnp.broadcast_to(obs[..., None, :], actions.shape[:-1] + obs.shape[-1:])
     return hp.critic_module.apply(critic_params, obs, actions)[0]
-
-
-class LearnerAPI(NamedTuple):
-    """The functions a learner module exposes (contract: init / update / act; plus helpers)."""
-
-    make_coef: Callable
-    init: Callable
-    agent_update: Callable
-    update: Callable
-    train_steps: Callable
-    train_steps_jit: Callable
-    make_train_steps: Callable
-    act: Callable
-
-
-def actor_critic_learner(hp_cls, actor_loss_fn: Callable) -> LearnerAPI:
-    """The module API of a TD3-style learner (MA-CQL, OMAR, MA-TD3+BC) from its ``Hparams``
-    class and actor loss ``actor_loss_fn(hp, coef, actor_params, critic_params, batch, key)``:
-    a ``LearnerAPI`` (see ``learner_functions``; ``act`` is ``deterministic_act``)."""
-
-    def make_coef_(hp, **overrides) -> Dict[str, Array]:
-        return make_coef(hp, **overrides)
-
-    def init(key: Array, config, num_agents: int, obs_dim: int, act_dim: int):
-        """Training state (``ActorCriticState``, agents on axis 0) from a config or Hparams."""
-        hp = config if isinstance(config, hp_cls) else hp_cls.from_config(
-            config, num_agents, obs_dim, act_dim)
-        return init_actor_critic(key, hp)
-
-    def agent_update(hp, coef, params, batch, key, step):
-        """One TD3-style update of ONE agent (``actor_critic_agent_update``)."""
-        return actor_critic_agent_update(hp, coef, params, batch, key, step, actor_loss_fn)
-
-    update, train_steps, train_steps_jit, make_train_steps_ = learner_functions(
-        agent_update, AC_FIELDS)
-    return LearnerAPI(make_coef_, init, agent_update, update, train_steps, train_steps_jit,
-                      make_train_steps_, deterministic_act)

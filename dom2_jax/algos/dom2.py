@@ -6,10 +6,16 @@ Per agent j (fully decentralised: each agent only sees its own o_j, a_j, r_j, o'
     y      = r + gamma (1 - done) min_k Qbar_k(o', a'),   a' ~ pi_thetabar(. | o')  (target actor,
                                                              N DPM-Solver steps, clipped)
     L(phi) = sum_k E[(y - Q_k(o, a))^2]
-             + zeta sum_k E[logsumexp_m (Q_k(o, a~_m) - log U) - log M - Q_k(o, a)],
-             a~_m ~ U[-1, 1]^d, m = 1..M  (CQL(H); log U = log 0.5^d is the uniform density)
+             + zeta sum_k E[logsumexp_m (Q_k(o, a~_m) - log p(a~_m)) - log M' - Q_k(o, a)],
+             a~_m ~ U[-1, 1]^d, m = 1..M  (CQL(H); log p = log 0.5^d, the uniform density),
+             and with cql_policy_noise = s > 0 also M copies of pi_theta(o) + N(0, s^2) and M of
+             a' + N(0, s^2) (log p their Gaussian log density; M' = 3M): CQL's policy
+             proposals. Uniform actions alone leave Q at every action the policy takes off
+             the data unpenalised and its logsumexp unbounded below (BUILD_NOTES, "DOM2
+             diagnosis").
   actor (Eq. 5):
     L(theta) = L_bc(theta) - eta * E[Q_1(o, a_theta)] / stopgrad(E|Q_1(o, a_theta)|)
+               (eta is a state coefficient: eta = 0, the BC-only ablation, is the same program)
     L_bc     = E ||eps - eps_theta(alpha_t a + sigma_t eps, o, t)||^2,  t ~ U(t_end, 1)  (Eq. 3)
     a_theta  = clip(DPM-Solver_N(eps_theta(., o, .), x_T ~ N(0, I)), -1, 1), gradients flowing
                through every solver step
@@ -21,8 +27,9 @@ All agents' parameters are stacked on a leading axis and ``update`` is ``vmap`` 
 update over it, so one ``jax.jit(update)`` compiles the whole step (score net, solver scan, CQL)
 once. Hyper-parameters live in a hashable ``Hparams`` carried as a static field of the state, so
 ``update(state, batch, key)`` needs nothing else and a leading seed axis can be added by ``vmap``.
-The loss weights eta, zeta and the rates rho, gamma are float32 leaves of ``state.coef`` instead:
-changing them does not recompile, and a sweep over them can be ``vmap``ped like seeds.
+The loss weights eta, zeta and the rates rho, gamma are float32 leaves of ``state.coef`` only
+(``Hparams`` holds their initial values): changing them does not recompile, and a sweep over
+them can be ``vmap``ped like seeds.
 """
 from __future__ import annotations
 
@@ -69,6 +76,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.critic_hidden = (256, 256, 256)
     c.num_cql_actions = 10      # M uniform actions for the CQL logsumexp.
     c.cql_density_correction = True  # subtract log(0.5^d) and log M (constant: no gradient).
+    # > 0: the logsumexp also takes num_cql_actions noisy copies a + N(0, s^2) of the current
+    # policy's sample at o and of the target policy's sample at o' (the critic target's a'),
+    # with their Gaussian log densities (CQL(H)'s policy proposals; OMAR's MuJoCo s = 0.2).
+    # 0: uniform actions only (Eq. 1 as printed), whose critic diverges on HalfCheetah
+    # (BUILD_NOTES, "DOM2 diagnosis").
+    c.cql_policy_noise = 0.2
     # Optimisation.
     c.batch_size = 256
     c.actor_lr = 3e-4
@@ -78,12 +91,15 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams(common.DiffusionActorModules):
-    """Hashable, resolved copy of the config (a static pytree field of ``DOM2State``)."""
+class Hparams(common.HparamsBase, common.DiffusionActorModules):
+    """Hashable, resolved copy of the config (a static pytree field of ``DOM2State``).
 
-    num_agents: int
-    obs_dim: int
-    act_dim: int
+    eta, zeta, rho and gamma are only the initial values of ``state.coef``, where the update
+    reads them: they never change the compiled program."""
+
+    NAME = "DOM2"
+    COEF_NAMES = ("eta", "zeta", "rho", "gamma")
+
     eta: float
     zeta: float
     rho: float
@@ -102,49 +118,21 @@ class Hparams(common.DiffusionActorModules):
     critic_hidden: Tuple[int, ...]
     num_cql_actions: int
     cql_density_correction: bool
+    cql_policy_noise: float
     batch_size: int
     actor_lr: float
     critic_lr: float
     grad_clip: float
 
-    @classmethod
-    def from_config(cls, config, num_agents, obs_dim, act_dim) -> "Hparams":
-        names = [f.name for f in dataclasses.fields(cls)]
-        known = set(names) - {"num_agents", "obs_dim", "act_dim"}
-        unknown = set(config.keys()) - known
-        if unknown:
-            raise ValueError(f"unknown DOM2 config fields {sorted(unknown)}; "
-                             f"known fields: {sorted(known)}")
-        missing = known - set(config.keys())
-        if missing:
-            raise ValueError(f"DOM2 config lacks fields {sorted(missing)}")
-        vals = {k: config[k] for k in known}
-        vals["noise_hidden"] = tuple(int(x) for x in vals["noise_hidden"])
-        vals["critic_hidden"] = tuple(int(x) for x in vals["critic_hidden"])
-        hp = cls(num_agents=int(num_agents), obs_dim=int(obs_dim), act_dim=int(act_dim), **vals)
-        hp.validate()
-        return hp
-
-    def validate(self):
-        checks = [
-            (self.num_agents >= 1 and self.obs_dim >= 1 and self.act_dim >= 1,
-             "num_agents, obs_dim and act_dim must be positive"),
+    def checks(self):
+        return super().checks() + [
             (self.q_for_actor in ("q1", "min"), "q_for_actor must be 'q1' or 'min'"),
-            (0.0 < self.rho <= 1.0, f"rho must be in (0, 1], got {self.rho}"),
-            (0.0 <= self.gamma <= 1.0, f"gamma must be in [0, 1], got {self.gamma}"),
             (0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
             (self.zeta >= 0.0 and self.eta >= 0.0, "eta and zeta must be >= 0"),
             (self.num_cql_actions >= 1, "num_cql_actions must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.cql_policy_noise >= 0, "cql_policy_noise must be >= 0"),
             (self.use_bc_loss or self.eta > 0, "with use_bc_loss=False, eta must be > 0"),
         ] + self.diffusion_checks()
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(f"invalid DOM2 config: {msg}")
-
-    # schedule / noise_net_module / critic_module: common.DiffusionActorModules (trace time).
-    def optimizer(self, lr):
-        return optax.chain(optax.clip_by_global_norm(self.grad_clip), optax.adam(lr))
 
 
 @flax.struct.dataclass
@@ -184,13 +172,10 @@ def init(key: Array, config, num_agents: int, obs_dim: int, act_dim: int) -> DOM
                      step=jnp.zeros((), jnp.int32), coef=make_coef(hp), hp=hp)
 
 
-COEF_NAMES = ("eta", "zeta", "rho", "gamma")
-
-
 def make_coef(hp: Hparams, **overrides) -> Dict[str, Array]:
-    """The dynamic coefficients as float32 scalars (``overrides`` replace hp's values)."""
-    vals = {k: overrides.get(k, getattr(hp, k)) for k in COEF_NAMES}
-    return {k: jnp.asarray(v, jnp.float32) for k, v in vals.items()}
+    """The dynamic coefficients eta, zeta, rho, gamma as float32 scalars (``overrides``
+    replace hp's values)."""
+    return common.make_coef(hp, **overrides)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -232,31 +217,38 @@ def actor_loss(hp: Hparams, coef, actor_params, critic_params, batch, key: Array
     k_bc, k_pi = jax.random.split(key)
     eps_fn = lambda x, t: net.apply(actor_params, x, obs, t)
     bc = diffusion.eps_loss(eps_fn, batch["actions"], k_bc, sched, t_end=hp.t_end)
-    loss = bc if hp.use_bc_loss else 0.0
-    aux = {"actor_bc": bc}
-    if hp.eta > 0:  # structural switch (static); the weight itself is coef["eta"]
-        a_pi = sample_actions(hp, actor_params, obs, k_pi)
-        q = critic.apply(critic_params, obs, a_pi)
-        q = q[0] if hp.q_for_actor == "q1" else jnp.min(q, axis=0)
-        q_loss = -jnp.mean(q) / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)) + 1e-6)
-        loss = loss + coef["eta"] * q_loss
-        aux.update(actor_q=jnp.mean(q), actor_q_loss=q_loss)
-    else:
-        aux.update(actor_q=jnp.zeros(()), actor_q_loss=jnp.zeros(()))
+    # Q term (the weight is the state coefficient eta: eta = 0 trains pure BC in the same
+    # program, so a sweep over eta is one vmapped program).
+    a_pi = sample_actions(hp, actor_params, obs, k_pi)
+    q = critic.apply(critic_params, obs, a_pi)
+    q = q[0] if hp.q_for_actor == "q1" else jnp.min(q, axis=0)
+    q_loss = -jnp.mean(q) / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)) + 1e-6)
+    loss = (bc if hp.use_bc_loss else 0.0) + coef["eta"] * q_loss
+    aux = {"actor_bc": bc, "actor_q": jnp.mean(q), "actor_q_loss": q_loss,
+           "actor_saturation": jnp.mean(jnp.abs(a_pi) >= 0.999)}
     return loss, aux
 
 
 # ----------------------------------------------------------------------------- update
-def agent_update(hp: Hparams, coef, params: Dict[str, Any], batch: Dict[str, Array], key: Array):
-    """One DOM2 update of ONE agent. ``params``: this agent's slice of the state fields."""
+def agent_update(hp: Hparams, coef, params: Dict[str, Any], batch: Dict[str, Array], key: Array,
+                 step: Array = None):
+    """One DOM2 update of ONE agent. ``params``: this agent's slice of the state fields.
+    (``step`` is unused: DOM2 updates actor, critics and targets on every step.)"""
     k_next, k_cql, k_actor = jax.random.split(key, 3)
     # Critic (Eq. 1): targets from the target actor and target critics.
     next_a = sample_actions(hp, params["actor_target"], batch["next_obs"], k_next)
     q_next = hp.critic_module.apply(params["critic_target"], batch["next_obs"], next_a)
     target_q = batch["rewards"] + coef["gamma"] * (1.0 - batch["dones"]) * jnp.min(q_next, axis=0)
     target_q = jax.lax.stop_gradient(target_q)
+    extra = None
+    if hp.cql_policy_noise > 0:  # CQL proposals near the policy (see default_config)
+        k_cql, k_pi, k_noise = jax.random.split(k_cql, 3)
+        pi_o = sample_actions(hp, params["actor"], batch["obs"], k_pi)
+        extra = common.noisy_proposals(jnp.stack([pi_o, next_a]), k_noise,
+                                       hp.num_cql_actions, hp.cql_policy_noise)
     critic, critic_opt, c_loss, c_aux, c_grads = common.grad_step(
-        hp.optimizer(hp.critic_lr), lambda p: critic_loss(hp, coef, p, batch, target_q, k_cql),
+        hp.optimizer(hp.critic_lr),
+        lambda p: critic_loss(hp, coef, p, batch, target_q, k_cql, extra_actions=extra),
         params["critic"], params["critic_opt"])
     # Actor (Eq. 5) against the freshly updated critic.
     actor, actor_opt, a_loss, a_aux, a_grads = common.grad_step(
@@ -278,18 +270,10 @@ _PARAM_FIELDS = ("actor", "actor_target", "actor_ema", "critic", "critic_target"
                  "critic_opt")
 
 
-def _agent_update_at_step(hp, coef, params, batch, key, step):
-    del step  # DOM2 updates actor, critics and targets on every step
-    return agent_update(hp, coef, params, batch, key)
+def update(state: DOM2State, batch: Dict[str, Array], key: Array):
+    """One update of all agents: ``vmap`` of ``agent_update`` over the agent axis.
 
-
-# update(state, batch, key) -> (state, metrics [A] per term): ``vmap`` of ``agent_update`` over
-#   the agent axis; batch: obs [A, B, obs_dim], actions [A, B, act_dim], rewards [A, B],
-#   next_obs, dones [A, B] (checked with a clear error before tracing).
-# train_steps(state, arrays, key, num_updates, sample_fn=None): ``num_updates`` updates as one
-#   ``lax.scan``, each on a minibatch drawn on device with ``sample_fn(arrays, key, batch_size)``
-#   (default ``dom2_jax.data.sample_batch``) from device-resident ``arrays`` [N, A, ...];
-#   returns (state, metrics [num_updates, A]). ``train_steps_jit``: jitted, num_updates static.
-# make_train_steps(num_updates, sample_fn=None) -> run(state, arrays, key) (not jitted).
-update, train_steps, train_steps_jit, make_train_steps = common.learner_functions(
-    _agent_update_at_step, _PARAM_FIELDS)
+    batch: obs [A, B, obs_dim], actions [A, B, act_dim], rewards [A, B], next_obs, dones
+    [A, B] (checked with a clear error before tracing). Returns (state, metrics [A] per term).
+    """
+    return common.update_agents(state, batch, key, agent_update, _PARAM_FIELDS)

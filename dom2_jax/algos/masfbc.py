@@ -243,6 +243,7 @@ def agent_update(hp: Hparams, coef, params, batch, key, step):
     return new, metrics
 
 
-update, train_steps, train_steps_jit, make_train_steps = common.learner_functions(
-    agent_update, _FIELDS)
+def update(state: SfBCState, batch: Dict[str, Array], key: Array):
+    """One update of all agents (vmap of ``agent_update``); batch arrays [A, B, ...]."""
+    return common.update_agents(state, batch, key, agent_update, _FIELDS)
 

@@ -6,27 +6,17 @@ from __future__ import annotations
 
 import importlib
 
+from dom2_jax import registry
 from dom2_jax.envs.api import Env
 
-# name -> "module:factory". Factories are imported lazily so that importing dom2_jax.envs
-# does not pull in MuJoCo for MPE users and vice versa.
-_REGISTRY = {
-    "mpe_spread": "dom2_jax.envs.mpe.scenarios:make_spread",
-    "mpe_tag": "dom2_jax.envs.mpe.scenarios:make_tag",
-    "mpe_world": "dom2_jax.envs.mpe.scenarios:make_world",
-    "mamujoco_halfcheetah_2x3": "dom2_jax.envs.mamujoco.halfcheetah:make_halfcheetah_2x3",
-}
-
-ENV_NAMES = tuple(_REGISTRY)
+# Task names and their factories live in dom2_jax.registry; factories are imported lazily so
+# that importing dom2_jax.envs does not pull in MuJoCo for MPE users and vice versa.
+ENV_NAMES = registry.TASKS
 
 
 def make(name: str, **overrides) -> Env:
     """Builds the environment ``name`` with keyword ``overrides`` (e.g. ``shift="speed"``)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown environment {name!r}; expected one of {sorted(_REGISTRY)}")
-    module_name, factory_name = _REGISTRY[name].split(":")
-    factory = getattr(importlib.import_module(module_name), factory_name)
-    return factory(**overrides)
+    return registry.task_factory(name)(**overrides)
 
 
 def __getattr__(attr):  # lazy re-export of rollout utilities (no JAX import at package import)

@@ -212,7 +212,7 @@ def cpu_model() -> Optional[str]:
 def system_info() -> Dict:
     """Where a run ran. XLA's CPU code depends on the instruction set (``cpu_model``,
     ``xla_flags``): float32 results differ in the last bits between CPU models, which chaotic
-    HalfCheetah rollouts amplify into other episodes (BUILD_NOTES, session 11)."""
+    HalfCheetah rollouts amplify into other episodes (experiments/results/README.md)."""
     import jax
     return {"jax": jax.__version__, "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()], "python": platform.python_version(),

@@ -15,27 +15,18 @@ carry (state and PRNG key) is the same pytree.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import flax
 import jax
 import jax.numpy as jnp
 
+from dom2_jax import registry
 from dom2_jax.data.transforms import sample_batch
 from dom2_jax.envs.rollout import make_rollout
 
-ALGOS = ("dom2", "macql", "omar", "masfbc", "matd3bc", "bc")
-
-
-def algo_module(name: str):
-    """The module implementing ``--algo=name`` (default_config/init/update/act)."""
-    if name not in ALGOS:
-        raise ValueError(f"unknown algorithm {name!r}; expected one of {ALGOS}")
-    try:
-        return importlib.import_module(f"dom2_jax.algos.{name}")
-    except ModuleNotFoundError as e:
-        raise ValueError(f"algorithm {name!r} is not implemented yet ({e})") from e
+ALGOS = registry.ALGOS
+algo_module = registry.algo_module
 
 
 @flax.struct.dataclass
@@ -53,6 +44,20 @@ class Trainer(NamedTuple):
     num_chunks: int
     act: Callable = None  # (state, raw obs [..., A, obs_dim], key) -> actions (normalises obs)
     obs_stats: Any = None  # {"mean", "std"} [A, obs_dim] when config.normalize_obs, else None
+
+
+def scan_updates(update: Callable, state, arrays: Dict[str, jax.Array], key: jax.Array,
+                 num_updates: int, sample_fn: Callable = sample_batch):
+    """``num_updates`` calls of ``update(state, batch, key)`` as one ``lax.scan``, each on a
+    minibatch of ``state.hp.batch_size`` drawn on device by ``sample_fn(arrays, key, size)``
+    from ``arrays`` ([N, A, ...]). Returns (state, metrics [num_updates, A] per term). The
+    only loop over updates: ``make_train``'s chunks, tests and benchmarks all run it."""
+
+    def body(st, k):
+        k_b, k_u = jax.random.split(k)
+        return update(st, sample_fn(arrays, k_b, st.hp.batch_size), k_u)
+
+    return jax.lax.scan(body, state, jax.random.split(key, num_updates))
 
 
 def obs_statistics(dataset_arrays) -> Dict[str, jax.Array]:
@@ -139,12 +144,7 @@ def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None
 
     def chunk(carry: TrainCarry):
         key, k_upd, k_eval = jax.random.split(carry.key, 3)
-
-        def body(st, k):
-            k_b, k_u = jax.random.split(k)
-            return algo.update(st, sample_batch(dataset_arrays, k_b, st.hp.batch_size), k_u)
-
-        state, metrics = jax.lax.scan(body, carry.state, jax.random.split(k_upd, k_updates))
+        state, metrics = scan_updates(algo.update, carry.state, dataset_arrays, k_upd, k_updates)
         # Chunk summaries: mean over updates and agents, plus the last value and a
         # non-finite flag per term (so a NaN anywhere in the chunk is reported).
         summary = {}

@@ -5,6 +5,7 @@ Every field is documented in ``dom2_jax.algos.dom2.default_config`` (agent.*) an
 """
 from dom2_jax.algos import dom2
 from experiments.configs import common
+from experiments.configs.macql import ZETA, per_quality
 
 TASK_DEFAULTS = {
     "mpe_spread": {"agent.num_solver_steps": 5},      # paper: N = 5 in MPE
@@ -14,19 +15,8 @@ TASK_DEFAULTS = {
 }
 
 # CQL weight per (task, quality): OMAR's tuned MA-CQL alphas (reference.md), the closest
-# published values for a CQL critic on these datasets; other qualities use the nearest one.
-_ZETA = {
-    "mpe_spread": dict(random=0.5, medium_replay=1.0, medium=5.0, expert=5.0),
-    "mpe_tag": dict(random=0.5, medium_replay=0.5, medium=5.0, expert=5.0),
-    "mpe_world": dict(random=0.5, medium_replay=1.0, medium=0.5, expert=5.0),
-    "mamujoco_halfcheetah_2x3": dict(random=1.0, medium_replay=5.0, medium=1.0, expert=5.0),
-}
-_NEAREST = {"random-medium": "random", "medium-expert": "expert", "medium-replay": "medium_replay"}
-QUALITY_DEFAULTS = {
-    (env, q): {"agent.zeta": z[_NEAREST.get(q, q)]}
-    for env, z in _ZETA.items()
-    for q in ("random", "random-medium", "medium-replay", "medium", "medium-expert", "expert")
-}
+# published values for a CQL critic on these datasets; other qualities take the nearest one.
+QUALITY_DEFAULTS = per_quality(ZETA, "agent.zeta")
 
 PRESETS = {
     "smoke": {"agent.noise_hidden": (32,), "agent.critic_hidden": (32, 32),
@@ -34,6 +24,7 @@ PRESETS = {
     "quick": {"agent.noise_hidden": (128, 64, 32), "agent.critic_hidden": (128, 128),
               "agent.batch_size": 128, "agent.actor_lr": 1e-3, "agent.critic_lr": 1e-3},
 }
+PRESETS["cpu"] = PRESETS["quick"]  # the CPU-scale protocol uses the quick networks
 
 
 def get_config():

@@ -24,6 +24,7 @@ PRESETS = {
               "agent.behavior_lr": 1e-3, "agent.critic_lr": 1e-3, "agent.value_lr": 1e-3,
               "agent.num_candidates": 16},
 }
+PRESETS["cpu"] = PRESETS["quick"]  # the CPU-scale protocol uses the quick networks
 
 
 def get_config():

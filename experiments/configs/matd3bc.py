@@ -12,8 +12,7 @@ from experiments.configs.macql import OMAR_MPE as MPE  # lr 0.01 (MA-CQL alone u
 
 MUJOCO = {"agent.actor_hidden": (256, 256), "agent.critic_hidden": (256, 256),
           "agent.actor_lr": 3e-4, "agent.critic_lr": 3e-4, "agent.rho": 0.005,
-          "agent.batch_size": 256,
-          "normalize_obs": True}
+          "agent.batch_size": 256}
 TASK_DEFAULTS = {"mpe_spread": MPE, "mpe_tag": MPE, "mpe_world": MPE,
                  "mamujoco_halfcheetah_2x3": MUJOCO}
 QUALITY_DEFAULTS = {("mpe_spread", "random"): {"num_updates": 6_000}}
@@ -22,6 +21,7 @@ PRESETS = {
     "smoke": {"agent.actor_hidden": (32,), "agent.critic_hidden": (32,)},
     "quick": {},
 }
+PRESETS["cpu"] = PRESETS["quick"]  # the CPU-scale protocol uses the quick networks
 
 
 def get_config():

@@ -35,6 +35,7 @@ PRESETS = {
               "agent.search_iters": 2},
     "quick": {},  # per-task settings kept (see experiments/configs/macql.py)
 }
+PRESETS["cpu"] = PRESETS["quick"]  # the CPU-scale protocol uses the quick networks
 
 
 def get_config():
