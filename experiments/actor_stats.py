@@ -52,15 +52,21 @@ def actor_stats(workdir: str, chunk=None, samples: int = 4096, seed: int = 0) ->
     from dom2_jax.algos import common, omar
     from dom2_jax.training.reporting import write_json
     from dom2_jax.training.trainer import make_policy
-    from experiments.evaluate import _fail, _read_resolved, load_run
+    from dom2_jax.training import restore
+
+    def fail(msg):
+        raise SystemExit(f"error: {msg}")
 
     if samples < 1:
-        _fail(f"--samples must be >= 1, got {samples}")
-    path = _read_resolved(workdir).get("dataset") or ""
-    if not os.path.isdir(path):
-        _fail(f"{workdir}: its dataset {path!r} is gone; regenerate it to diagnose this run")
-    arrays = data.to_device(data.load(path))
-    run = load_run(workdir, chunk, arrays)  # the dataset is loaded once, here
+        fail(f"--samples must be >= 1, got {samples}")
+    try:
+        path = restore.read_resolved(workdir).get("dataset") or ""
+        if not os.path.isdir(path):
+            fail(f"{workdir}: its dataset {path!r} is gone; regenerate it to diagnose this run")
+        arrays = data.to_device(data.load(path))
+        run = restore.load_run(workdir, chunk, arrays)  # the dataset is loaded once, here
+    except restore.RunLoadError as e:
+        fail(e)
     n = int(arrays["obs"].shape[0])
     idx = np.sort(np.random.RandomState(seed).choice(n, min(samples, n), replace=False))
     obs, actions = jnp.asarray(arrays["obs"])[idx], jnp.asarray(arrays["actions"])[idx]

@@ -130,9 +130,9 @@ def get_dataset(path, env_name, quality, config, generate_missing, seed):
         if quality is None:
             raise SystemExit(f"dataset {path!r} does not exist and --quality is not set, so it "
                              "cannot be generated.")
-        from experiments import generate_dataset
+        from dom2_jax.data.generate import generate
         _say(f"generating {path} ({config.dataset_size} transitions)")
-        ds = generate_dataset.generate(env_name, quality, int(config.dataset_size), seed,
+        ds = generate(env_name, quality, int(config.dataset_size), seed,
                                        env_kwargs=dict(config.env_kwargs))
         data.save(ds, path)
     return data.load(path, expected_env=env_name)

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import launch_train
 from experiments import actor_stats
-from experiments.evaluate import load_run
+from dom2_jax.training.restore import load_run
 
 
 @pytest.fixture(scope="module")

@@ -384,3 +384,20 @@ def test_archive_runs_keeps_what_the_report_reads(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "mpe_spread/expert/macql/seed0: 3 files (unfinished)" in p.stdout
     assert "2 runs" in p.stdout
+
+
+def test_plot_runs_draws_each_metric_of_each_run(tmp_path):
+    from experiments import plot_runs
+    for name, td in (("a", 1.0), ("b", 100.0)):
+        d = tmp_path / name
+        os.makedirs(d)
+        (d / "metrics.csv").write_text("step,critic_td,eval/seed0,eval/seed1\n"
+                                       f"500,{td},10.0,20.0\n1000,{2 * td},30.0,nan\n")
+    assert plot_runs.series(
+        [{"step": 500.0, "eval/seed0": 10.0, "eval/seed1": 20.0}], "eval") == ([500], [15.0])
+    out = plot_runs.plot_runs([str(tmp_path / "a"), str(tmp_path / "b")],
+                              ["eval", "critic_td", "missing"], str(tmp_path / "p" / "x.png"),
+                              log=["critic_td"])
+    assert os.path.getsize(out) > 5000 and not os.path.exists(out + ".tmp.png")
+    with pytest.raises(FileNotFoundError, match="metrics.csv does not exist"):
+        plot_runs.plot_runs([str(tmp_path / "nope")], ["eval"], str(tmp_path / "y.png"))
