@@ -155,9 +155,7 @@ def run(argv_flags=FLAGS):
     if f.compilation_cache:
         jax.config.update("jax_compilation_cache_dir", f.compilation_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    if f.workdir is None:
-        raise SystemExit("--workdir is required")
-    if f.dataset is None and f.quality is None:
+    if f.dataset is None and f.quality is None and not f.show_config:
         raise SystemExit("give --quality (with --data_root) or --dataset=DIR")
     if f.num_seeds < 1:
         raise SystemExit(f"--num_seeds must be >= 1, got {f.num_seeds}")
@@ -170,6 +168,8 @@ def run(argv_flags=FLAGS):
     if f.show_config:
         print(config)
         return None
+    if f.workdir is None:
+        raise SystemExit("--workdir is required")
     # Fail on bad configs before any compilation.
     algo = algo_module(f.algo)
     env = envs.make(f.env, **dict(config.env_kwargs))

@@ -141,6 +141,14 @@ class HparamsBase:
         hp.validate()
         return hp
 
+    @classmethod
+    def default_config(cls):
+        """The fields' defaults (all but num_agents, obs_dim, act_dim) as a ConfigDict."""
+        import ml_collections
+        return ml_collections.ConfigDict({
+            f.name: f.default for f in dataclasses.fields(cls)
+            if f.name not in ("num_agents", "obs_dim", "act_dim")})
+
     def checks(self):
         """(ok, message) pairs; subclasses extend the list."""
         out = [(self.num_agents >= 1 and self.obs_dim >= 1 and self.act_dim >= 1,

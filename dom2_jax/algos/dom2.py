@@ -51,78 +51,49 @@ Array = jax.Array
 
 
 # ----------------------------------------------------------------------------- config
-def default_config() -> ml_collections.ConfigDict:
-    """DOM2 hyper-parameters. The paper publishes none; sources are given per field and in
-    BUILD_NOTES.md ("Hyper-parameters")."""
-    c = ml_collections.ConfigDict()
-    # Policy improvement and critic regularisation (the paper's symbols).
-    c.eta = 1.0                 # Q-loss weight (Eq. 5); Diffusion-QL locomotion value.
-    c.zeta = 1.0                # CQL weight (Eq. 1); OMAR tunes 0.5..5 per task (config files).
-    c.rho = 0.005               # target update rate (Alg. 2); Diffusion-QL/TD3 tau.
-    c.gamma = 0.99              # discount; MPE config files use OMAR's 0.95.
-    # Diffusion policy.
-    c.num_solver_steps = 5      # N: paper uses 5 (MPE) and 10 (HalfCheetah).
-    c.solver_order = 1          # the paper uses first-order DPM-Solver (Eq. 4).
-    c.solver_grid = "logsnr"    # DPM-Solver's recommended time grid.
-    c.t_end = 1e-3
-    c.beta_min = 0.1
-    c.beta_max = 20.0
-    c.noise_net = "residual"    # "residual" (paper, SfBC-style) or "mlp" (Fig. 6 ablation).
-    c.noise_hidden = (512, 256, 128)  # SfBC widths: 512-256-128 | 128-256-512.
-    c.use_bc_loss = True        # False: the "w/o diffusion loss" ablation.
-    c.q_for_actor = "q1"        # "q1" (TD3) or "min" (min of both critics).
-    c.ema_decay = 0.995         # EMA actor for evaluation (Diffusion-QL); 0 disables it.
-    # Critics.
-    c.critic_hidden = (256, 256, 256)
-    c.num_cql_actions = 10      # M uniform actions for the CQL logsumexp.
-    c.cql_density_correction = True  # subtract log(0.5^d) and log M (constant: no gradient).
-    # > 0: the logsumexp also takes num_cql_actions noisy copies a + N(0, s^2) of the current
-    # policy's sample at o and of the target policy's sample at o' (the critic target's a'),
-    # with their Gaussian log densities (CQL(H)'s policy proposals; OMAR's MuJoCo s = 0.2).
-    # 0: uniform actions only (Eq. 1 as printed), whose critic diverges on HalfCheetah
-    # (BUILD_NOTES, "DOM2 diagnosis").
-    c.cql_policy_noise = 0.2
-    # Optimisation.
-    c.batch_size = 256
-    c.actor_lr = 3e-4
-    c.critic_lr = 3e-4
-    c.grad_clip = 1.0           # global-norm clip on each agent's actor and critic gradients.
-    return c
-
-
 @dataclasses.dataclass(frozen=True)
 class Hparams(common.HparamsBase, common.DiffusionActorModules):
-    """Hashable, resolved copy of the config (a static pytree field of ``DOM2State``).
+    """DOM2's hyper-parameters, each written once here with its default and source (the paper
+    publishes none; BUILD_NOTES.md, "Hyper-parameters"). ``default_config()`` is these
+    defaults as a ConfigDict; a resolved copy is a static field of ``DOM2State``.
 
     eta, zeta, rho and gamma are only the initial values of ``state.coef``, where the update
-    reads them: they never change the compiled program."""
+    reads them: they never change the compiled program (a sweep over them is one vmap)."""
 
     NAME = "DOM2"
     COEF_NAMES = ("eta", "zeta", "rho", "gamma")
 
-    eta: float
-    zeta: float
-    rho: float
-    gamma: float
-    num_solver_steps: int
-    solver_order: int
-    solver_grid: str
-    t_end: float
-    beta_min: float
-    beta_max: float
-    noise_net: str
-    noise_hidden: Tuple[int, ...]
-    use_bc_loss: bool
-    q_for_actor: str
-    ema_decay: float
-    critic_hidden: Tuple[int, ...]
-    num_cql_actions: int
-    cql_density_correction: bool
-    cql_policy_noise: float
-    batch_size: int
-    actor_lr: float
-    critic_lr: float
-    grad_clip: float
+    # Policy improvement and critic regularisation (the paper's symbols).
+    eta: float = 1.0                 # Q-loss weight (Eq. 5); Diffusion-QL's locomotion value
+    zeta: float = 1.0                # CQL weight (Eq. 1); OMAR's tuned values per task in configs
+    rho: float = 0.005               # target update rate (Alg. 2); Diffusion-QL / TD3 tau
+    gamma: float = 0.99              # discount; the MPE configs use OMAR's 0.95
+    # Diffusion policy.
+    num_solver_steps: int = 5        # N: the paper uses 5 (MPE) and 10 (HalfCheetah)
+    solver_order: int = 1            # the paper's first-order DPM-Solver (Eq. 4)
+    solver_grid: str = "logsnr"      # DPM-Solver's recommended time grid ("time_uniform")
+    t_end: float = 1e-3              # smallest diffusion time (VP SDE, DPM-Solver)
+    beta_min: float = 0.1            # VP SDE linear beta schedule
+    beta_max: float = 20.0
+    noise_net: str = "residual"      # "residual" (paper, SfBC-style) or "mlp" (Fig. 6 ablation)
+    noise_hidden: Tuple[int, ...] = (512, 256, 128)  # SfBC widths 512-256-128 | 128-256-512
+    use_bc_loss: bool = True         # False: the "w/o diffusion loss" ablation
+    q_for_actor: str = "q1"          # critic guiding the actor: "q1" (TD3) or "min" of both
+    ema_decay: float = 0.995         # EMA actor used by act (Diffusion-QL); 0 disables it
+    # Critics.
+    critic_hidden: Tuple[int, ...] = (256, 256, 256)
+    num_cql_actions: int = 10        # M uniform actions in the CQL logsumexp (MA-CQL, OMAR)
+    cql_density_correction: bool = True  # subtract log 0.5^d and log M (constants: no gradient)
+    # > 0: the logsumexp also takes M noisy copies a + N(0, s^2) of the current policy's
+    # sample at o and of the target policy's a' at o', with their Gaussian log densities
+    # (CQL's policy proposals; OMAR's MuJoCo s = 0.2). 0: uniform actions only (Eq. 1 as
+    # printed), whose critic diverges on HalfCheetah (BUILD_NOTES, "DOM2 diagnosis").
+    cql_policy_noise: float = 0.2
+    # Optimisation.
+    batch_size: int = 256
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    grad_clip: float = 1.0           # global-norm clip of each agent's actor and critic grads
 
     def checks(self):
         return super().checks() + [
@@ -133,6 +104,11 @@ class Hparams(common.HparamsBase, common.DiffusionActorModules):
             (self.cql_policy_noise >= 0, "cql_policy_noise must be >= 0"),
             (self.use_bc_loss or self.eta > 0, "with use_bc_loss=False, eta must be > 0"),
         ] + self.diffusion_checks()
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """DOM2's hyper-parameters with their defaults (``Hparams``' fields) as a ConfigDict."""
+    return Hparams.default_config()
 
 
 @flax.struct.dataclass

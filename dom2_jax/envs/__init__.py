@@ -19,6 +19,27 @@ def make(name: str, **overrides) -> Env:
     return registry.task_factory(name)(**overrides)
 
 
+BACKENDS = ("auto", "jax", "cpu")
+
+
+def resolve_backend(env, backend: str = "auto", what: str = "rollout") -> str:
+    """Where episodes of ``env`` run (the one rule for rollouts, dataset generation and
+    evaluation): "jax" (the env's jitted, vmapped ``rollout``: MJX for HalfCheetah) or "cpu"
+    (HalfCheetah on C MuJoCo, ``mamujoco.cpu.rollout_batch``: ~3x faster than MJX on a CPU,
+    and the simulator the original MaMuJoCo uses). "auto" = "cpu" for MAMuJoCo envs when JAX
+    runs on CPU, else "jax". ``what`` names the caller's flag in error messages."""
+    import jax
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown {what} backend {backend!r}; expected one of {BACKENDS}")
+    is_mujoco = env.name.startswith("mamujoco")
+    if backend == "auto":
+        return "cpu" if is_mujoco and jax.default_backend() == "cpu" else "jax"
+    if backend == "cpu" and not is_mujoco:
+        raise ValueError(f"{what} backend 'cpu' (C MuJoCo) exists only for MAMuJoCo envs, "
+                         f"not {env.name!r}; use 'jax'")
+    return backend
+
+
 def __getattr__(attr):  # lazy re-export of rollout utilities (no JAX import at package import)
     if attr in ("rollout", "make_rollout"):
         module = importlib.import_module("dom2_jax.envs.rollout")
@@ -26,4 +47,4 @@ def __getattr__(attr):  # lazy re-export of rollout utilities (no JAX import at 
     raise AttributeError(f"module 'dom2_jax.envs' has no attribute {attr!r}")
 
 
-__all__ = ["Env", "ENV_NAMES", "make", "rollout", "make_rollout"]
+__all__ = ["BACKENDS", "Env", "ENV_NAMES", "make", "resolve_backend", "rollout", "make_rollout"]

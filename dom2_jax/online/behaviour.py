@@ -148,24 +148,8 @@ def load_snapshots(directory: str) -> List[Dict[str, Any]]:
     return snaps
 
 
-ROLLOUT_BACKENDS = ("auto", "jax", "cpu")
-
-
-def resolve_backend(env, backend: str = "auto") -> str:
-    """Where behaviour-policy episodes run: "jax" (the env's jitted, vmapped ``rollout``: MJX
-    for HalfCheetah) or "cpu" (HalfCheetah on C MuJoCo, ``mamujoco.cpu.rollout_batch``:
-    ~3x faster than MJX on a CPU, and the simulator the original MaMuJoCo uses).
-    "auto" = "cpu" for HalfCheetah when JAX runs on CPU, else "jax"."""
-    if backend not in ROLLOUT_BACKENDS:
-        raise ValueError(f"unknown rollout backend {backend!r}; expected one of "
-                         f"{ROLLOUT_BACKENDS}")
-    is_mujoco = env.name.startswith("mamujoco")
-    if backend == "auto":
-        return "cpu" if is_mujoco and jax.default_backend() == "cpu" else "jax"
-    if backend == "cpu" and not is_mujoco:
-        raise ValueError(f"rollout backend 'cpu' (C MuJoCo) exists only for MAMuJoCo envs, "
-                         f"not {env.name!r}; use 'jax'")
-    return backend
+ROLLOUT_BACKENDS = envs.BACKENDS
+resolve_backend = envs.resolve_backend  # the one rule (dom2_jax.envs.resolve_backend)
 
 
 @functools.lru_cache(maxsize=4)

@@ -17,16 +17,15 @@ from typing import Callable, Dict
 import jax
 import numpy as np
 
-EVAL_BACKENDS = ("auto", "jax", "cpu")
+from dom2_jax import envs
+
+EVAL_BACKENDS = envs.BACKENDS
 
 
 def resolve_eval_backend(env, backend: str = "auto") -> str:
     """"jax" (evaluate inside the jitted chunk) or "cpu" (C MuJoCo, HalfCheetah only); "auto"
     is "cpu" for MAMuJoCo envs when JAX runs on CPU, else "jax"."""
-    from dom2_jax.online.behaviour import resolve_backend
-    if backend not in EVAL_BACKENDS:
-        raise ValueError(f"unknown eval backend {backend!r}; expected one of {EVAL_BACKENDS}")
-    return resolve_backend(env, backend)
+    return envs.resolve_backend(env, backend, what="eval")
 
 
 def make_cpu_evaluate(act: Callable, env, shift_env, num_episodes: int, block: int = 100
