@@ -142,6 +142,13 @@ class HparamsBase:
         return hp
 
     @classmethod
+    def resolve(cls, config, num_agents, obs_dim, act_dim):
+        """``config`` itself when it is already an instance, else ``from_config``."""
+        if isinstance(config, cls):
+            return config
+        return cls.from_config(config, num_agents, obs_dim, act_dim)
+
+    @classmethod
     def default_config(cls):
         """The fields' defaults (all but num_agents, obs_dim, act_dim) as a ConfigDict."""
         import ml_collections

@@ -23,6 +23,7 @@ c is OMAR's tuned ``omar_coe`` per task and quality (experiments/configs/omar.py
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Dict, Tuple
 
 import jax
@@ -184,29 +185,16 @@ def actor_loss(hp: Hparams, coef, actor_params, critic_params, batch, key: Array
 
 # ----------------------------------------------------------------------------- learner API
 # The shared TD3-style learner (dom2_jax.algos.common) with this module's Hparams and actor loss.
-def make_coef(hp: Hparams, **overrides) -> Dict[str, Array]:
-    """The dynamic coefficients (``Hparams.COEF_NAMES``) as float32 scalars."""
-    return common.make_coef(hp, **overrides)
+make_coef = common.make_coef
+act = common.deterministic_act  # a = pi_j(o_j): [..., A, obs_dim] -> [..., A, act_dim]
+agent_update = functools.partial(common.actor_critic_agent_update, actor_loss_fn=actor_loss)
 
 
 def init(key: Array, config, num_agents: int, obs_dim: int, act_dim: int) -> State:
     """Training state (agents on axis 0) from a config or an ``Hparams``."""
-    hp = config if isinstance(config, Hparams) else Hparams.from_config(
-        config, num_agents, obs_dim, act_dim)
-    return common.init_actor_critic(key, hp)
-
-
-def agent_update(hp: Hparams, coef, params, batch, key: Array, step: Array):
-    """One TD3-style update of ONE agent (``common.actor_critic_agent_update``)."""
-    return common.actor_critic_agent_update(hp, coef, params, batch, key, step, actor_loss)
+    return common.init_actor_critic(key, Hparams.resolve(config, num_agents, obs_dim, act_dim))
 
 
 def update(state: State, batch: Dict[str, Array], key: Array):
     """One update of all agents (vmap of ``agent_update``); batch arrays [A, B, ...]."""
     return common.update_agents(state, batch, key, agent_update, common.AC_FIELDS)
-
-
-def act(state: State, obs: Array, key: Array = None) -> Array:
-    """a = pi_j(o_j): obs [..., A, obs_dim] -> actions [..., A, act_dim] in [-1, 1]."""
-    return common.deterministic_act(state, obs, key)
-
