@@ -55,8 +55,9 @@ def load_run(workdir: str, chunk=None, dataset_arrays=None) -> LoadedRun:
     resolved = read_resolved(workdir)
     config = ml_collections.ConfigDict(resolved["config"])
     algo = registry.algo_module(resolved["algo"])
-    # Fields added to the algorithm after the run was trained take today's defaults (each
-    # new field's default keeps the old behaviour); the output lists them.
+    # Fields added to the algorithm after the run was trained take today's defaults; the
+    # output lists them. Restoring only acts with the policy, so a field that changes the
+    # update alone (DOM2's cql_policy_noise, session 14) does not change what is measured.
     agent = algo.default_config().to_dict()
     filled = sorted(set(agent) - set(config.agent.to_dict()))
     agent.update(config.agent.to_dict())
