@@ -119,6 +119,15 @@ def _check(values, allowed, what):
         raise app.UsageError(f"unknown {what} {bad}; expected some of {list(allowed)}")
 
 
+def _number(kind, text, flag):
+    """``kind(text)``, or a one-line usage error naming the flag."""
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        raise app.UsageError(f"--{flag} takes comma-separated {kind.__name__} values, got "
+                             f"{text!r}") from None
+
+
 def make_runs(algos, envs, qualities, seeds, num_seeds=1, fractions=(1.0,), ablations=()):
     """The sweep's run list in a fixed order (env, quality, algo, ablation, fraction, seed).
     Ablations apply to DOM2 only ("full" is implied when none is given); duplicates are dropped."""
@@ -126,7 +135,8 @@ def make_runs(algos, envs, qualities, seeds, num_seeds=1, fractions=(1.0,), abla
     _check(envs, ENVS, "envs")
     _check(qualities, QUALITIES, "qualities")
     _check(ablations, ABLATIONS, "ablations")
-    fractions = [float(f) for f in fractions]
+    fractions = [_number(float, f, "fractions") for f in fractions]
+    seeds = [_number(int, s, "seeds") for s in seeds]
     for f in fractions:
         if not 0.0 < f <= 1.0:
             raise app.UsageError(f"fractions must be in (0, 1], got {f}")

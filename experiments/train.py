@@ -104,6 +104,7 @@ def resolve_config(algo, env, quality, preset, cli_overrides=None, config_path=N
     common.apply_overrides(base, cli)
     if base.algo != algo:
         raise ValueError(f"config file is for algo {base.algo!r} but --algo={algo}")
+    common.validate(base)
     return base, cli
 
 

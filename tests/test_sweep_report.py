@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from absl import app
 
 from dom2_jax.training.reporting import read_tensorboard_scalars
 from experiments import report, sweep
@@ -47,6 +48,10 @@ def test_run_list_and_naming():
         assert report.ablation_of("dom2", c.to_dict()) == name
     with pytest.raises(Exception, match="unknown ablations"):
         sweep.make_runs(["dom2"], ["mpe_spread"], ["expert"], ["0"], ablations=["nope"])
+    with pytest.raises(app.UsageError, match="--seeds takes comma-separated int values, got 'a'"):
+        sweep.make_runs(["dom2"], ["mpe_spread"], ["expert"], ["a", "b"])
+    with pytest.raises(app.UsageError, match="--fractions takes comma-separated float"):
+        sweep.make_runs(["dom2"], ["mpe_spread"], ["expert"], ["0"], fractions=["half"])
 
 
 def test_dry_run_cli(tmp_path):

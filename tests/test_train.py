@@ -255,3 +255,25 @@ def test_checkpoint_restores_on_a_different_device_topology(tmp_path):
     np.testing.assert_array_equal(restored["a"], [0.0, 1.0, 2.0])
     np.testing.assert_array_equal(restored["b"], np.full((2, 2), 7.0))
     assert restored["a"].devices() == {jax.local_devices()[0]}
+
+
+def test_bad_run_settings_are_refused_before_anything_is_written(tmp_path):
+    """eval_every=0, a budget that is not a multiple of eval_every or a data fraction above 1
+    is one clear error from the config resolution (no workdir, no compile)."""
+    for algo in ("dom2", "bc", "masfbc"):
+        for preset in (None, "smoke", "quick", "cpu"):
+            resolve_config(algo, "mamujoco_halfcheetah_2x3", "medium", preset)  # defaults pass
+    for cli, msg in (({"eval_every": 0}, "config.eval_every must be an integer >= 1, got 0"),
+                     ({"num_updates": 5}, "config.num_updates must be a multiple of eval_every"),
+                     ({"data_fraction": 2.0}, r"config.data_fraction must be in \(0, 1\]"),
+                     ({"eval_episodes": -1}, "config.eval_episodes must be an integer >= 1")):
+        with pytest.raises(ValueError, match=msg):
+            resolve_config("dom2", "mpe_spread", "expert", "smoke", cli)
+    wd = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "experiments.train", "--algo=bc",
+                          "--env=mpe_spread", "--quality=expert", "--preset=smoke",
+                          "--config.eval_every=0", f"--workdir={wd}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "error: config.eval_every must be an integer >= 1, got 0" in out.stderr
+    assert not wd.exists()

@@ -57,6 +57,23 @@ PRESETS = {
 }
 
 
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the field when a run-level setting cannot work (before any
+    file is written or any program compiled)."""
+    def need(ok, field, what):
+        if not ok:
+            raise ValueError(f"config.{field} {what}, got {config[field]!r}")
+    for field in ("num_updates", "eval_every", "eval_episodes", "dataset_size",
+                  "keep_checkpoints"):
+        need(isinstance(config[field], int) and not isinstance(config[field], bool)
+             and config[field] >= 1, field, "must be an integer >= 1")
+    need(config.num_updates % config.eval_every == 0, "num_updates",
+         f"must be a multiple of eval_every ({config.eval_every})")
+    need(0.0 < float(config.data_fraction) <= 1.0, "data_fraction", "must be in (0, 1]")
+    need(all(0.0 < float(q) < 1.0 for q in config.augment_quantiles), "augment_quantiles",
+         "must be quantiles in (0, 1)")
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict, skip=()) -> None:
     """Sets dotted fields in place; ``skip`` lists dotted names that must not be touched."""
     for dotted, value in overrides.items():
