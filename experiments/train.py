@@ -123,8 +123,9 @@ def dataset_path(data_root, env, quality, size):
 def get_dataset(path, env_name, quality, config, generate_missing, seed):
     from dom2_jax import data
     if not os.path.exists(path):
-        cmd = (f"python -m experiments.generate_dataset --env={env_name} --quality={quality} "
-               f"--num_samples={config.dataset_size} --out={path}")
+        cmd = (f"python -m experiments.generate_dataset --env={env_name} "
+               f"--quality={quality or 'QUALITY'} --num_samples={config.dataset_size} "
+               f"--out={path}")
         if not generate_missing:
             raise SystemExit(f"dataset {path!r} does not exist. Generate it with\n  {cmd}\n"
                              "or re-run with --generate_missing.")
@@ -179,12 +180,14 @@ def run(argv_flags=FLAGS):
         algo.Hparams.from_config(config.agent, env.num_agents, env.obs_dim, env.act_dim)
     eval_backend = resolve_eval_backend(env, f.eval_backend)
 
-    os.makedirs(f.workdir, exist_ok=True)
+    if os.path.exists(f.workdir) and not os.path.isdir(f.workdir):
+        raise SystemExit(f"--workdir {f.workdir!r} is a file, not a directory")
     path = f.dataset or dataset_path(f.data_root, f.env, f.quality, int(config.dataset_size))
     ds = get_dataset(path, f.env, f.quality, config, f.generate_missing, f.seed)
     data.check_compatible(ds, expected_env=f.env,
                           expected_shapes={"num_agents": env.num_agents, "obs_dim": env.obs_dim,
-                                           "act_dim": env.act_dim})
+                                           "act_dim": env.act_dim}, where=f"dataset {path!r}")
+    os.makedirs(f.workdir, exist_ok=True)  # only once the config and the data are known good
     # The files' digests (meta.sha256) name the data this run trains on: a dataset regenerated
     # at the same path (another machine's CPU gives other HalfCheetah rollouts) is refused on
     # resume instead of silently mixed into the run.

@@ -277,3 +277,15 @@ def test_bad_run_settings_are_refused_before_anything_is_written(tmp_path):
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "error: config.eval_every must be an integer >= 1, got 0" in out.stderr
     assert not wd.exists()
+
+
+def test_missing_dataset_leaves_no_workdir_and_a_usable_hint(tmp_path):
+    wd, missing = tmp_path / "run", tmp_path / "nodata"
+    out = subprocess.run([sys.executable, "-m", "experiments.train", "--algo=bc",
+                          "--env=mpe_spread", "--preset=smoke", f"--dataset={missing}",
+                          f"--workdir={wd}"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert f"dataset '{missing}' does not exist" in out.stderr
+    assert "--quality=None" not in out.stderr and "--quality=QUALITY" in out.stderr
+    assert not wd.exists()
