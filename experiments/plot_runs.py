@@ -48,6 +48,7 @@ def plot_runs(workdirs: Sequence[str], metrics: Sequence[str], out: str, log=(),
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from dom2_jax import fileio
     from dom2_jax.training.reporting import MetricsLog
     runs = []
     for d in workdirs:
@@ -77,11 +78,8 @@ def plot_runs(workdirs: Sequence[str], metrics: Sequence[str], out: str, log=(),
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.04 + 0.02 * ((len(runs) - 1) // 4), 1, 0.96 if title else 1))
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    fileio.atomic_write(out, lambda f: fig.savefig(f, dpi=110, format="png"), binary=True)
     plt.close(fig)
-    os.replace(tmp, out)
     return out
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+
+from dom2_jax import fileio
 
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 RETURNS_FILE = "behaviour_returns.json"
@@ -39,20 +40,7 @@ def policy_path(env_name: str, quality: str, assets_dir: Optional[str] = None) -
 
 
 def _atomic_write(path: str, write_fn) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + ".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    fileio.atomic_write(path, write_fn, binary=True)
 
 
 def save_policy(path: str, flat_params: Dict[str, np.ndarray], meta: Dict[str, Any]) -> None:

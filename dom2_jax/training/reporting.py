@@ -7,27 +7,16 @@ import json
 import os
 import platform
 import struct
-import tempfile
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from dom2_jax import fileio
+
 
 def atomic_write_text(path: str, text: str) -> None:
     """Write to a temporary file in the same directory, then rename (never a partial file)."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    fileio.atomic_write(path, lambda f: f.write(text))
 
 
 def write_json(path: str, obj) -> None:
@@ -189,12 +178,8 @@ def plot_learning_curve(rows: List[Dict], path: str, title: str, num_seeds: int,
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    fileio.atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"), binary=True)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def cpu_model() -> Optional[str]:
