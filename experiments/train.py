@@ -115,6 +115,25 @@ def _load_config_file(path):
     return mod.get_config()
 
 
+def lock_workdir(workdir: str):
+    """An exclusive lock on WORKDIR/.lock for this process's lifetime (released by the OS when
+    it exits, however it exits). A second launch on the same workdir is refused with the
+    first one's pid instead of racing it on checkpoints/ and metrics.csv."""
+    import fcntl
+    path = os.path.join(workdir, ".lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise SystemExit(f"{workdir} is in use by another experiments.train (pid {holder}); "
+                         "wait for it or use another --workdir")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def dataset_path(data_root, env, quality, size):
     name = quality if size == 1_000_000 else f"{quality}-n{size}"
     return os.path.join(data_root, env, name)
@@ -188,6 +207,7 @@ def run(argv_flags=FLAGS):
                           expected_shapes={"num_agents": env.num_agents, "obs_dim": env.obs_dim,
                                            "act_dim": env.act_dim}, where=f"dataset {path!r}")
     os.makedirs(f.workdir, exist_ok=True)  # only once the config and the data are known good
+    _lock = lock_workdir(f.workdir)  # noqa: F841  (held until this process exits)
     # The files' digests (meta.sha256) name the data this run trains on: a dataset regenerated
     # at the same path (another machine's CPU gives other HalfCheetah rollouts) is refused on
     # resume instead of silently mixed into the run.
@@ -360,6 +380,10 @@ def main(argv):
     except (ValueError, DatasetError) as e:  # bad config / dataset: one clear line, no trace
         logging.error("%s", e)
         raise SystemExit(f"error: {e}")
+    except KeyboardInterrupt:  # Ctrl-C: the newest complete checkpoint is where a re-run resumes
+        print("interrupted: re-run the same command to resume from the newest checkpoint",
+              file=sys.stderr, flush=True)
+        raise SystemExit(130)
 
 
 if __name__ == "__main__":

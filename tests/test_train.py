@@ -289,3 +289,39 @@ def test_missing_dataset_leaves_no_workdir_and_a_usable_hint(tmp_path):
     assert f"dataset '{missing}' does not exist" in out.stderr
     assert "--quality=None" not in out.stderr and "--quality=QUALITY" in out.stderr
     assert not wd.exists()
+
+
+def test_a_second_launch_on_a_busy_workdir_is_refused(tmp_path):
+    from experiments.train import lock_workdir
+    fd = lock_workdir(str(tmp_path))
+    try:
+        out = subprocess.run([sys.executable, "-c", "from experiments.train import lock_workdir; "
+                              f"lock_workdir({str(tmp_path)!r})"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode != 0
+        assert f"is in use by another experiments.train (pid {os.getpid()})" in out.stderr
+    finally:
+        os.close(fd)  # released: the next launch gets it
+    out = subprocess.run([sys.executable, "-c", "from experiments.train import lock_workdir; "
+                          f"lock_workdir({str(tmp_path)!r})"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_ctrl_c_ends_with_one_line_and_a_resumable_run(tmp_path, spread_random_dataset_dir):
+    import signal
+    import time
+    wd = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "experiments.train", "--algo=bc",
+                          "--env=mpe_spread", f"--dataset={spread_random_dataset_dir}",
+                          "--preset=smoke", "--config.num_updates=2000",
+                          "--config.eval_every=2", "--progress=false", f"--workdir={wd}"],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (wd / "metrics.csv").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.2)  # wait until it trains (a chunk is done), then Ctrl-C
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "interrupted: re-run the same command" in err
+    assert (wd / "checkpoints").is_dir()
