@@ -289,8 +289,9 @@ def run(argv_flags=FLAGS):
         bad = first_nonfinite(summary)
         if bad is not None:
             raise NonFiniteLossError(
-                f"non-finite '{bad}' during updates {c * k + 1}..{(c + 1) * k} (chunk {c}); "
-                f"no checkpoint was written for it. Last good checkpoint: {ckpt.latest_step()}.")
+                f"non-finite '{bad[0]}' first at update {c * k + bad[1] + 1} (chunk {c}: "
+                f"updates {c * k + 1}..{(c + 1) * k}); no checkpoint was written for it. "
+                f"Last good checkpoint: {ckpt.latest_step()}.")
         step = (c + 1) * k
         row = {"step": step, "wall_s": time.time() - t0}
         row.update({m: float(np.mean(v)) for m, v in summary.items() if "/" not in m})

@@ -325,3 +325,18 @@ def test_ctrl_c_ends_with_one_line_and_a_resumable_run(tmp_path, spread_random_d
     assert p.returncode == 130, err
     assert "Traceback" not in err and "interrupted: re-run the same command" in err
     assert (wd / "checkpoints").is_dir()
+
+
+def test_nan_guard_names_the_first_term_and_update_in_time():
+    from dom2_jax.training.trainer import first_nonfinite
+    k = 10
+    summary = {  # 'a_loss' goes bad at update 7, 'z_loss' at update 3 (first in time)
+        "a_loss": np.float32(np.nan), "a_loss/nonfinite": np.array([2, 0]),
+        "a_loss/first_nonfinite": np.array([6, k]),
+        "z_loss": np.float32(np.nan), "z_loss/nonfinite": np.array([0, 5]),
+        "z_loss/first_nonfinite": np.array([k, 2]),
+        "ok": np.float32(1.0), "ok/nonfinite": np.array([0, 0]),
+        "ok/first_nonfinite": np.array([k, k])}
+    assert first_nonfinite(summary) == ("z_loss", 2)
+    assert first_nonfinite({"ok": 1.0, "ok/nonfinite": np.array([0]),
+                            "ok/first_nonfinite": np.array([k])}) is None

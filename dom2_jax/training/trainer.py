@@ -15,7 +15,7 @@ carry (state and PRNG key) is the same pytree.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple
 
 import flax
 import jax
@@ -145,12 +145,16 @@ def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None
     def chunk(carry: TrainCarry):
         key, k_upd, k_eval = jax.random.split(carry.key, 3)
         state, metrics = scan_updates(algo.update, carry.state, dataset_arrays, k_upd, k_updates)
-        # Chunk summaries: mean over updates and agents, plus the last value and a
-        # non-finite flag per term (so a NaN anywhere in the chunk is reported).
+        # Chunk summaries: mean over updates and agents, plus per term the count of non-finite
+        # values and the first update (0-based in the chunk; k_updates if none) that had one,
+        # so a NaN anywhere in the chunk is reported where it began.
         summary = {}
         for name, v in metrics.items():
+            bad = ~jnp.isfinite(v).reshape(k_updates, -1).all(axis=-1)
             summary[name] = jnp.mean(v)
             summary[name + "/nonfinite"] = jnp.sum(~jnp.isfinite(v))
+            summary[name + "/first_nonfinite"] = jnp.where(jnp.any(bad), jnp.argmax(bad),
+                                                           k_updates)
         ev = evaluate(state, k_eval) if evaluate_in_chunk else {"eval_key": k_eval}
         return TrainCarry(state=state, key=key, chunk=carry.chunk + 1), summary, ev
 
@@ -168,9 +172,15 @@ def make_train(config, dataset_arrays: Dict[str, jax.Array], env, shift_env=None
                    act=policy, obs_stats=stats)
 
 
-def first_nonfinite(summary_np: Dict[str, Any]) -> Optional[str]:
-    """Name of the first metric whose chunk had a non-finite value (host-side), or None."""
+def first_nonfinite(summary_np: Dict[str, Any]):
+    """``(metric, update index in the chunk)`` of the earliest non-finite value of a chunk
+    summary (host side; any seed; ties go to the alphabetically first metric), or None."""
+    hits = []
     for name, v in summary_np.items():
         if name.endswith("/nonfinite") and float(jnp.sum(v)) > 0:
-            return name[: -len("/nonfinite")]
-    return None
+            metric = name[: -len("/nonfinite")]
+            hits.append((int(jnp.min(summary_np[metric + "/first_nonfinite"])), metric))
+    if not hits:
+        return None
+    step, metric = min(hits)
+    return metric, step
