@@ -19,6 +19,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -115,6 +117,33 @@ def _load_config_file(path):
     return mod.get_config()
 
 
+def _finished_results(workdir: str, num_seeds: int):
+    """The workdir's results.json when it holds every seed's final score, else None."""
+    try:
+        res = json.load(open(os.path.join(workdir, "results.json")))
+    except (OSError, ValueError):
+        return None
+    seeds = res.get("seeds") or []
+    if res.get("num_seeds") == num_seeds and len(seeds) == num_seeds and all(
+            s.get("final_score_mean") is not None for s in seeds):
+        return res
+    return None
+
+
+def _summary_line(results: dict) -> str:
+    refs = results.get("reference_returns") or {}
+    msg = (f"{results['algo']} on {results['env']}: final score "
+           f"{results['final_score_mean_over_seeds']:.1f} +- "
+           f"{results['final_score_std_over_seeds']:.1f} over {results['num_seeds']} seed(s)")
+    if "final_normalized_score_mean" in results:
+        msg += (f", normalised {results['final_normalized_score_mean']:.1f} "
+                f"(dataset: random {refs['random']:.1f}, expert {refs['expert']:.1f})")
+    if results.get("shift") and "final_shift_score_mean" in results["seeds"][0]:
+        shifted = np.mean([s["final_shift_score_mean"] for s in results["seeds"]])
+        msg += f"; shifted ({results['shift']}) {shifted:.1f}"
+    return msg
+
+
 def lock_workdir(workdir: str):
     """An exclusive lock on WORKDIR/.lock for this process's lifetime (released by the OS when
     it exits, however it exits). A second launch on the same workdir is refused with the
@@ -162,7 +191,6 @@ def get_dataset(path, env_name, quality, config, generate_missing, seed):
 def run(argv_flags=FLAGS):
     import jax
     import jax.numpy as jnp
-    import numpy as np
     from tqdm import tqdm
 
     from dom2_jax import data, envs
@@ -238,6 +266,13 @@ def run(argv_flags=FLAGS):
                              "files' sha256 differ: regenerated or replaced since the run "
                              "started); use a new --workdir, or restore that dataset, instead "
                              "of resuming.")
+        stored = _finished_results(f.workdir, f.num_seeds)
+        if stored is not None:  # nothing to do: say what it found, change nothing
+            _say(f"{f.workdir} holds a finished run (same config and data); nothing was run "
+                 "or changed. Its stored result:")
+            print(_summary_line(stored))
+            print(f"results: {os.path.join(f.workdir, 'results.json')}")
+            return stored
     reporting.write_json(cfg_file, resolved)
 
     arrays = data.to_device(ds)
@@ -297,8 +332,10 @@ def run(argv_flags=FLAGS):
         row.update({m: float(np.mean(v)) for m, v in summary.items() if "/" not in m})
         for i in range(f.num_seeds):
             row[f"eval/seed{i}"] = float(ev["score_mean"][i])
+            row[f"eval_std/seed{i}"] = float(ev["score_std"][i])
             if "shift_score_mean" in ev:
                 row[f"shift_eval/seed{i}"] = float(ev["shift_score_mean"][i])
+                row[f"shift_eval_std/seed{i}"] = float(ev["shift_score_std"][i])
         log.append(row)
         if tb is not None:
             tb.write(row)
@@ -329,11 +366,24 @@ def run(argv_flags=FLAGS):
     if trainer.obs_stats is not None:  # what act() needs: obs -> (obs - mean) / std first
         results["obs_normalization"] = {k: np.asarray(v).tolist()
                                         for k, v in trainer.obs_stats.items()}
-    # The last chunk ends with an evaluation of the final parameters; a run resumed after its
-    # last chunk evaluates them again.
+    # The last chunk ends with an evaluation of the final parameters. A run stopped after its
+    # last checkpoint but before results.json takes that evaluation back from metrics.csv
+    # (same numbers as the uninterrupted run); only runs from before the per-seed std was
+    # logged evaluate the final parameters again.
     final_keys = jax.vmap(lambda s: jax.random.fold_in(s, 999))(seeds)
+    last = log.rows[-1] if log.rows else {}
+    logged = ev is None and last.get("step") == trainer.num_chunks * k and all(
+        np.isfinite(last.get(f"{p}/seed{i}", np.nan)) for i in range(f.num_seeds)
+        for p in ("eval", "eval_std") + (("shift_eval", "shift_eval_std") if f.shift else ()))
     if ev is not None:
         final = ev
+    elif logged:
+        final = {"score_mean": [last[f"eval/seed{i}"] for i in range(f.num_seeds)],
+                 "score_std": [last[f"eval_std/seed{i}"] for i in range(f.num_seeds)]}
+        if f.shift:
+            final.update(
+                shift_score_mean=[last[f"shift_eval/seed{i}"] for i in range(f.num_seeds)],
+                shift_score_std=[last[f"shift_eval_std/seed{i}"] for i in range(f.num_seeds)])
     elif eval_backend == "cpu":
         final = host_evaluate(carry.state, final_keys)
     else:
@@ -360,12 +410,7 @@ def run(argv_flags=FLAGS):
             np.mean([s["final_normalized_score"] for s in results["seeds"]]))
     reporting.write_json(os.path.join(f.workdir, "results.json"), results)
     ckpt.close()
-    msg = (f"{f.algo} on {f.env}: final score {results['final_score_mean_over_seeds']:.1f} "
-           f"+- {results['final_score_std_over_seeds']:.1f} over {f.num_seeds} seed(s)")
-    if "final_normalized_score_mean" in results:
-        msg += (f", normalised {results['final_normalized_score_mean']:.1f} "
-                f"(dataset: random {refs['random']:.1f}, expert {refs['expert']:.1f})")
-    print(msg)
+    print(_summary_line(results))
     print(f"results: {os.path.join(f.workdir, 'results.json')}")
     return results
 

@@ -340,3 +340,28 @@ def test_nan_guard_names_the_first_term_and_update_in_time():
     assert first_nonfinite(summary) == ("z_loss", 2)
     assert first_nonfinite({"ok": 1.0, "ok/nonfinite": np.array([0]),
                             "ok/first_nonfinite": np.array([k])}) is None
+
+
+def test_finished_and_nearly_finished_runs_give_the_uninterrupted_numbers(
+        tmp_path, spread_random_dataset_dir):
+    """Re-running a finished run prints its stored result and changes nothing; a run killed
+    after its last checkpoint but before results.json gets the uninterrupted run's final
+    scores back (from metrics.csv), not a new evaluation with another key."""
+    wd = tmp_path / "run"
+    args = ["--algo=bc", "--env=mpe_spread", f"--dataset={spread_random_dataset_dir}",
+            "--preset=smoke", f"--workdir={wd}"]
+    first = launch_train(args, tmp_path / "cache")
+    assert first.returncode == 0, first.stderr
+    results = (wd / "results.json").read_text()
+    again = launch_train(args, tmp_path / "cache")
+    assert again.returncode == 0, again.stderr
+    assert "holds a finished run" in again.stderr and "final score" in again.stdout
+    assert (wd / "results.json").read_text() == results  # byte for byte: nothing rewritten
+    (wd / "results.json").unlink()  # as if killed after the last checkpoint
+    resumed = launch_train(args, tmp_path / "cache")
+    assert resumed.returncode == 0, resumed.stderr
+    old, new = json.loads(results), json.loads((wd / "results.json").read_text())
+    assert [s["final_score_mean"] for s in new["seeds"]] == \
+        [s["final_score_mean"] for s in old["seeds"]]
+    assert [s["final_score_std"] for s in new["seeds"]] == \
+        [s["final_score_std"] for s in old["seeds"]]

@@ -74,6 +74,9 @@ def tensorboard_tag(column: str) -> str:
     for prefix in ("eval/", "shift_eval/"):
         if column.startswith(prefix + "seed"):
             return f"{prefix}score/{column[len(prefix):]}"
+    for prefix in ("eval_std/", "shift_eval_std/"):
+        if column.startswith(prefix + "seed"):
+            return f"{prefix[:-5]}/score_std/{column[len(prefix):]}"
     if column == "wall_s":
         return "time/wall_s"
     return f"train/{column}"
