@@ -429,7 +429,11 @@ def main(argv):
     except KeyboardInterrupt:  # Ctrl-C: the newest complete checkpoint is where a re-run resumes
         print("interrupted: re-run the same command to resume from the newest checkpoint",
               file=sys.stderr, flush=True)
-        raise SystemExit(130)
+        sys.stdout.flush()
+        # Exit now: background threads (orbax's async saves, XLA's pools) must not keep the
+        # process alive. Checkpoints are written to a temporary directory and renamed, so an
+        # unfinished save is ignored by the next run.
+        os._exit(130)
 
 
 if __name__ == "__main__":
