@@ -192,7 +192,7 @@ def trained_solver(hp):
 
 
 def eval_params(state):
-    return state.actor_ema if state.hp.ema_decay > 0 else state.actor
+    return state.actor_ema if state.hp.ema_decay > 0 else state.actor.params
 
 
 # ----------------------------------------------------------------------------- training / loading

@@ -293,8 +293,8 @@ def analytic_flops(state) -> float:
               if str(path[-1]).find("kernel") >= 0]
         return sum(2.0 * k.shape[-2] * k.shape[-1] for k in ks)
 
-    f_a = dense_flops(state.actor)
-    f_c = dense_flops(state.critic)
+    f_a = dense_flops(state.actor.params)
+    f_c = dense_flops(state.critic.params)
     # kernels are stacked [A, in, out]: 2 in out is already the per-agent, per-sample count
     f_q = f_c / 2
     n, m = hp.num_solver_steps, hp.num_cql_actions
@@ -587,8 +587,8 @@ def _run(opts, argv_flags):
         cfg, s, state = init_state(name, quick)
         arrays = random_arrays(s)
         hp = state.hp
-        counts = {"actor": param_count(state.actor) // s["agents"],
-                  "critic": param_count(state.critic) // s["agents"]}
+        counts = {"actor": param_count(state.actor.params) // s["agents"],
+                  "critic": param_count(state.critic.params) // s["agents"]}
         xf = xla_flops(state, arrays)
         af = analytic_flops(state)
         flops = xf if xf else af

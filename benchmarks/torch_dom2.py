@@ -379,8 +379,8 @@ def load_jax_state(model: TorchDOM2, state):
     import jax
     for j, ag in enumerate(model.agents):
         take = lambda tree: jax.tree.map(lambda x: np.asarray(x[j]), tree)
-        load_jax_actor(ag.actor, take(state.actor))
-        load_jax_critic(ag.critic, take(state.critic))
+        load_jax_actor(ag.actor, take(state.actor.params))
+        load_jax_critic(ag.critic, take(state.critic.params))
         ag.sync_copies()
         ag.actor_opt = torch.optim.Adam(ag.actor.parameters(), lr=model.hp["actor_lr"], eps=1e-8)
         ag.critic_opt = torch.optim.Adam(ag.critic.parameters(), lr=model.hp["critic_lr"],

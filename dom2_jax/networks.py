@@ -56,8 +56,3 @@ class DeterministicActor(nn.Module):
     @nn.compact
     def __call__(self, obs):
         return MLP(tuple(self.hidden_dims) + (self.act_dim,), final_activation=jnp.tanh)(obs)
-
-
-def soft_update(target, online, rho: float):
-    """target <- rho * online + (1 - rho) * target (the paper's Alg. 2, line 8)."""
-    return jax.tree.map(lambda t, o: rho * o + (1.0 - rho) * t, target, online)

@@ -49,7 +49,7 @@ def actor_stats(workdir: str, chunk=None, samples: int = 4096, seed: int = 0) ->
     import numpy as np
 
     from dom2_jax import data
-    from dom2_jax.algos import common, omar
+    from dom2_jax.algos import omar, td3_family
     from dom2_jax.training.reporting import write_json
     from dom2_jax.training.trainer import make_policy
     from dom2_jax.training import restore
@@ -85,18 +85,19 @@ def actor_stats(workdir: str, chunk=None, samples: int = 4096, seed: int = 0) ->
             return out
         hp = state.hp
         uniform = jax.random.uniform(k_u, actions.shape, minval=-1.0, maxval=1.0)
-        q1 = jax.vmap(lambda cp, o, a: common.q1_of(hp, cp, o, a), in_axes=(0, 1, 1))
-        q_pi = q1(state.critic, inputs, acts)                              # [A, N]
+        q1 = jax.vmap(lambda cp, o, a: td3_family.q1_of(hp, cp, o, a), in_axes=(0, 1, 1))
+        critic = state.critic.params
+        q_pi = q1(critic, inputs, acts)                              # [A, N]
         out.update(q_policy=jnp.mean(q_pi, axis=-1),
-                   q_data=jnp.mean(q1(state.critic, inputs, actions), axis=-1),
-                   q_uniform=jnp.mean(q1(state.critic, inputs, uniform), axis=-1))
+                   q_data=jnp.mean(q1(critic, inputs, actions), axis=-1),
+                   q_uniform=jnp.mean(q1(critic, inputs, uniform), axis=-1))
         if is_omar:
             def search(cp, o, pi, q_pi_j, k):
                 a_s, q_s = omar.search_actions(hp, cp, o, pi, k)
                 return (jnp.mean(jnp.abs(a_s) > SATURATED), jnp.mean(q_s),
                         jnp.mean((q_s > q_pi_j).astype(jnp.float32)))
             sat, q_s, better = jax.vmap(search, in_axes=(0, 1, 1, 0, 0))(
-                state.critic, inputs, acts, q_pi, jax.random.split(k_s, acts.shape[1]))
+                critic, inputs, acts, q_pi, jax.random.split(k_s, acts.shape[1]))
             out.update(search_sat=sat, search_q=q_s, search_better_frac=better)
         return out
 

@@ -44,8 +44,9 @@ phase() { [[ " $PHASES " == *" $1 "* ]]; }
 if phase 1; then
   # HalfCheetah DOM2 is the longest (~2 h a run): it gets a core of its own, the rest the other.
   sweep 1 --algos=dom2 --envs=$HC --qualities=medium,expert &
-  ( sweep 0 --algos=dom2,masfbc --envs=$SPREAD --qualities=medium,expert
-    sweep 0 --algos=masfbc --envs=$HC --qualities=medium,expert ) &
+  # MA-SfBC first (minutes a run): each cell's comparator is there before its DOM2 runs end.
+  ( sweep 0 --algos=masfbc --envs=$HC,$SPREAD --qualities=medium,expert
+    sweep 0 --algos=dom2 --envs=$SPREAD --qualities=medium,expert ) &
   wait
 fi
 if phase 2; then

@@ -33,6 +33,7 @@ env_kwargs=None) -> Dataset`` (re-exported here).
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
@@ -75,16 +76,30 @@ def main(argv):
     from dom2_jax.online.policies import MissingPolicyError
     if not FLAGS.out:
         raise app.UsageError("--out is required")
+    # Everything a user can get wrong is checked before minutes of rollouts.
+    if FLAGS.num_samples < 1:
+        raise app.UsageError(f"--num_samples must be >= 1, got {FLAGS.num_samples}")
+    if FLAGS.sigma < 0:
+        raise app.UsageError(f"--sigma must be >= 0, got {FLAGS.sigma}")
+    if os.path.lexists(FLAGS.out) and not FLAGS.overwrite:
+        raise SystemExit(f"error: {FLAGS.out} already exists; pass --overwrite to replace it "
+                         "or choose another --out")
+    try:
+        env_kwargs = json.loads(FLAGS.env_kwargs)
+    except ValueError as e:
+        raise app.UsageError(f"--env_kwargs is not valid JSON ({e}): {FLAGS.env_kwargs!r}")
+    if not isinstance(env_kwargs, dict):
+        raise app.UsageError(f"--env_kwargs must be a JSON object, got {FLAGS.env_kwargs!r}")
     command = "python -m experiments.generate_dataset " + " ".join(
         shlex.quote(a) for a in sys.argv[1:])
     t0 = time.time()
     try:
         ds = generate(FLAGS.env, FLAGS.quality, FLAGS.num_samples, FLAGS.seed,
-                      json.loads(FLAGS.env_kwargs), sigma=FLAGS.sigma,
+                      env_kwargs, sigma=FLAGS.sigma,
                       assets_dir=FLAGS.assets_dir, command=command, backend=FLAGS.backend,
                       replay_dir=FLAGS.replay_dir,
                       log=lambda s: print(s, flush=True))
-    except MissingPolicyError as e:
+    except (MissingPolicyError, ValueError, TypeError) as e:
         raise SystemExit(f"error: {e}")
     path = data.save(ds, FLAGS.out, overwrite=FLAGS.overwrite)
     print(f"{ds.summary()}\nreference_returns {ds.reference_returns}\nwrote {path} "

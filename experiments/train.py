@@ -12,6 +12,7 @@ overrides; --helpfull lists every field with its value.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import json
@@ -75,7 +76,10 @@ def _config_help():
     return text
 
 
-config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, _config_help(), lock_config=False)
+try:
+    config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, _config_help(), lock_config=False)
+except (AttributeError, KeyError) as _e:  # ml_collections parses the overrides right here
+    common.exit_bad_override(_e)
 flags.DEFINE_bool("show_config", False, "Print the resolved config and exit (no compile).")
 
 
@@ -297,7 +301,7 @@ def run(argv_flags=FLAGS):
     log = reporting.MetricsLog.load(os.path.join(f.workdir, "metrics.csv"))
     start = 0
     if ckpt.latest_step() is not None:
-        carry = ckpt.restore(carry)
+        carry = ckpt.restore(carry, set_aside=True)  # a damaged newest step: the next older one
         start = int(np.asarray(carry.chunk)[0])
         log.truncate(start * int(config.eval_every))
         _say(f"resumed from chunk {start} ({start * config.eval_every} updates)")
@@ -415,6 +419,23 @@ def run(argv_flags=FLAGS):
     return results
 
 
+def disk_full(error) -> bool:
+    """Whether ``error`` or an exception in its chain is ENOSPC (orbax and tensorstore re-raise
+    it in their own types, sometimes only as text)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _first_line(e, limit=160):
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:limit]
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -426,6 +447,13 @@ def main(argv):
     except (ValueError, DatasetError) as e:  # bad config / dataset: one clear line, no trace
         logging.error("%s", e)
         raise SystemExit(f"error: {e}")
+    except Exception as e:  # noqa: BLE001 - a full disk (orbax wraps it): one line, resumable
+        if not disk_full(e):
+            raise
+        workdir = FLAGS["workdir"].value
+        raise SystemExit(f"error: no space left on device while writing {workdir} "
+                         f"({_first_line(e)}); free some space and re-run the same command: "
+                         "it resumes from the newest complete checkpoint")
     except KeyboardInterrupt:  # Ctrl-C: the newest complete checkpoint is where a re-run resumes
         print("interrupted: re-run the same command to resume from the newest checkpoint",
               file=sys.stderr, flush=True)

@@ -23,6 +23,8 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments.configs.common import exit_bad_override
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("env", "mpe_spread", "Environment name (dom2_jax.envs.make).")
 flags.DEFINE_string("env_kwargs", "{}", "JSON dict of env overrides (recorded).")
@@ -50,8 +52,11 @@ flags.DEFINE_enum("eval_backend", "auto", ["auto", "jax", "cpu"],
                   "HalfCheetah) or cpu (HalfCheetah on C MuJoCo, ~3x faster on a CPU); auto = "
                   "cpu for HalfCheetah when JAX runs on CPU.")
 flags.DEFINE_string("log_json", None, "Also write the training curve to this JSON file.")
-config_flags.DEFINE_config_file("config", None, "TD3 config file (default: per-env defaults).",
-                                lock_config=False)
+try:
+    config_flags.DEFINE_config_file("config", None, "TD3 config file (default: per-env defaults).",
+                                    lock_config=False)
+except (AttributeError, KeyError) as _e:  # ml_collections parses the overrides right here
+    exit_bad_override(_e)
 
 
 def main(argv):

@@ -34,8 +34,8 @@ def test_statistics_match_a_direct_computation(omar_run):
     for s in (0, 1):
         state = jax.tree.map(lambda v: v[s], run.carry.state)
         for j in (0, 2):
-            actor = jax.tree.map(lambda v: v[j], state.actor)
-            critic = jax.tree.map(lambda v: v[j], state.critic)
+            actor = jax.tree.map(lambda v: v[j], state.actor.params)
+            critic = jax.tree.map(lambda v: v[j], state.critic.params)
             pi = np.clip(np.asarray(state.hp.actor_module.apply(actor, x[:, j])), -1, 1)
             q = lambda a: float(np.mean(state.hp.critic_module.apply(critic, x[:, j], a)[0]))
             got = {k: v[j] for k, v in out["seeds"][s].items()}

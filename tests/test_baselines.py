@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from dom2_jax import data, envs
-from dom2_jax.algos import bc, common, dom2, macql, masfbc, matd3bc, omar
+from dom2_jax.algos import bc, dom2, losses, macql, masfbc, matd3bc, omar, td3_family
 from dom2_jax.training.checks import check_finite
 from dom2_jax.training.trainer import make_train, scan_updates
 from experiments.train import resolve_config
@@ -95,8 +95,8 @@ def test_cql_lowers_q_of_unseen_actions_relative_to_data():
 
     def one(state, key):
         state, m = scan_updates(macql.update, state, arrays, key, 300)
-        q = lambda a: jax.vmap(lambda p, o, x: common.q1_of(state.hp, p, o, x))(
-            state.critic, eval_obs, a)
+        q = lambda a: jax.vmap(lambda p, o, x: td3_family.q1_of(state.hp, p, o, x))(
+            state.critic.params, eval_obs, a)
         return jnp.mean(q(data_a)) - jnp.mean(q(ood_a)), m
 
     @tjit
@@ -122,8 +122,8 @@ def test_cql_policy_actions_join_the_logsumexp_exactly():
     uniform-only loss; the samples carry no gradient to the actor."""
     hp = macql.Hparams.from_config(config(macql, **TINY_AC, cql_policy_noise=0.2), 1, 3, 2)
     state = macql.init(jax.random.PRNGKey(0), hp, 1, 3, 2)
-    actor = jax.tree.map(lambda x: x[0], state.actor)
-    critic = jax.tree.map(lambda x: x[0], state.critic)
+    actor = jax.tree.map(lambda x: x[0], state.actor.params)
+    critic = jax.tree.map(lambda x: x[0], state.critic.params)
     rng = np.random.default_rng(0)
     b = 16
     batch = {"obs": jnp.asarray(rng.standard_normal((b, 3)), jnp.float32),
@@ -132,7 +132,7 @@ def test_cql_policy_actions_join_the_logsumexp_exactly():
                                                              jnp.float32), "dones": jnp.zeros(b)}
     coef = {"zeta": jnp.float32(2.0)}
     target = jnp.zeros(b)
-    acts, logd = common.cql_policy_actions(hp.actor_module, actor, batch, jax.random.PRNGKey(1),
+    acts, logd = td3_family.cql_policy_actions(hp.actor_module.apply, actor, batch, jax.random.PRNGKey(1),
                                            hp.num_cql_actions, 0.2)
     assert acts.shape == (2 * hp.num_cql_actions, b, 2) and logd.shape == acts.shape[:2]
     assert float(jnp.max(jnp.abs(acts))) <= 1.0
@@ -142,13 +142,13 @@ def test_cql_policy_actions_join_the_logsumexp_exactly():
     np.testing.assert_allclose(np.asarray(logd[0])[inside],
                                (-0.5 * (noise / 0.2) ** 2 - np.log(0.2 * np.sqrt(2 * np.pi)))
                                .sum(-1)[inside], rtol=1e-4, atol=1e-4)
-    g = jax.grad(lambda p: jnp.sum(common.cql_policy_actions(
-        hp.actor_module, p, batch, jax.random.PRNGKey(1), 2, 0.2)[0]))(actor)
+    g = jax.grad(lambda p: jnp.sum(td3_family.cql_policy_actions(
+        hp.actor_module.apply, p, batch, jax.random.PRNGKey(1), 2, 0.2)[0]))(actor)
     assert all(float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree.leaves(g))
 
     key = jax.random.PRNGKey(2)
-    loss, aux = common.critic_loss(hp, coef, critic, batch, target, key, extra_actions=(acts, logd))
-    plain, _ = common.critic_loss(hp, coef, critic, batch, target, key)
+    loss, aux = losses.critic_loss(hp, coef, critic, batch, target, key, extra_actions=(acts, logd))
+    plain, _ = losses.critic_loss(hp, coef, critic, batch, target, key)
     # NumPy reference
     crit = hp.critic_module
     q = lambda a: np.asarray(crit.apply(critic, batch["obs"], a))  # [2, B]
@@ -280,7 +280,7 @@ def test_sfbc_end_to_end_picks_highest_q_mode():
     def run(key):
         k0, k1, k2, k3 = jax.random.split(key, 4)
         state, m = scan_updates(masfbc.update, masfbc.init(k0, cfg, 1, 1, 1), arrays, k1, 1500)
-        behaviour = masfbc.sample_candidates(state.hp, jax.tree.map(lambda x: x[0], state.behavior),
+        behaviour = masfbc.sample_candidates(state.hp, jax.tree.map(lambda x: x[0], state.behavior.params),
                                              obs[:, 0], k2, 1)[:, 0, 0]
         return masfbc.act(state, obs, k3)[:, 0, 0], behaviour, m
 
@@ -382,4 +382,4 @@ def test_configs_follow_omar_tables_and_errors_are_clear():
         del cfg["temperature"]
         masfbc.Hparams.from_config(cfg, 2, 3, 2)
     # DOM2 shares the CQL critic loss with the baselines
-    assert dom2.critic_loss is common.critic_loss is macql.critic_loss
+    assert dom2.critic_loss is losses.critic_loss is macql.critic_loss

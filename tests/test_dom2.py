@@ -40,9 +40,9 @@ def test_vmapped_update_equals_per_agent_updates():
     keys = jax.random.split(key, a)
     one = jax.jit(lambda p, b, k: dom2.agent_update(state.hp, state.coef, p, b, k))
     for j in range(a):
-        params_j = {f: jax.tree.map(lambda x: x[j], getattr(state, f)) for f in dom2._PARAM_FIELDS}
+        params_j = {f: jax.tree.map(lambda x: x[j], getattr(state, f)) for f in dom2._FIELDS}
         new_j, m_j = one(params_j, jax.tree.map(lambda x: x[j], batch), keys[j])
-        for f in dom2._PARAM_FIELDS:
+        for f in dom2._FIELDS:
             for x, y in zip(jax.tree.leaves(getattr(new, f)), jax.tree.leaves(new_j[f])):
                 np.testing.assert_allclose(x[j], y, rtol=2e-5, atol=2e-6)
         np.testing.assert_allclose(metrics["critic_loss"][j], m_j["critic_loss"], rtol=1e-5)
@@ -189,29 +189,29 @@ def test_nan_in_loss_names_term_and_step():
 
 
 def test_cql_proposals_are_the_policy_samples_at_o_and_the_target_actions():
-    """cql_policy_noise > 0: DOM2's critic loss is common.critic_loss with, besides the
+    """cql_policy_noise > 0: DOM2's critic loss is losses.critic_loss with, besides the
     uniform actions, noisy copies of the ONLINE actor's sample at o and of the target actor's
-    a' (the TD target's own action). (The uniform-only loss is common.critic_loss without
+    a' (the TD target's own action). (The uniform-only loss is losses.critic_loss without
     extras, checked against NumPy in test_baselines.)"""
-    from dom2_jax.algos import common
+    from dom2_jax.algos import losses
     a, obs_dim, act_dim, b, s = 1, 3, 2, 64, 0.2
     batch = jax.tree.map(lambda x: x[0], random_batch(jax.random.PRNGKey(1), a, b, obs_dim,
                                                       act_dim))
     key = jax.random.PRNGKey(5)
     state = dom2.init(jax.random.PRNGKey(0), tiny_config(cql_policy_noise=s), a, obs_dim, act_dim)
     hp = state.hp
-    params = {f: jax.tree.map(lambda x: x[0], getattr(state, f)) for f in dom2._PARAM_FIELDS}
+    params = {f: jax.tree.map(lambda x: x[0], getattr(state, f)) for f in dom2._FIELDS}
     # a target actor unlike the online one, so swapping them would show
     params["actor_target"] = jax.tree.map(lambda x: 0.5 * x, params["actor_target"])
     _, m = jax.jit(lambda p: dom2.agent_update(hp, state.coef, p, batch, key))(params)
     k_next, k_cql, _ = jax.random.split(key, 3)
     next_a = dom2.sample_actions(hp, params["actor_target"], batch["next_obs"], k_next)
-    target = common.td_target(hp.critic_module, params["critic_target"], batch, next_a,
+    target = losses.td_target(hp.critic_module, params["critic_target"], batch, next_a,
                               state.coef["gamma"])
     k_cql, k_pi, k_noise = jax.random.split(k_cql, 3)
-    pi_o = dom2.sample_actions(hp, params["actor"], batch["obs"], k_pi)
-    extra = common.noisy_proposals(jnp.stack([pi_o, next_a]), k_noise, hp.num_cql_actions, s)
+    pi_o = dom2.sample_actions(hp, params["actor"].params, batch["obs"], k_pi)
+    extra = losses.noisy_proposals(jnp.stack([pi_o, next_a]), k_noise, hp.num_cql_actions, s)
     assert extra[0].shape == (2 * hp.num_cql_actions, b, act_dim)
-    ref, _ = common.critic_loss(hp, state.coef, params["critic"], batch, target, k_cql,
+    ref, _ = losses.critic_loss(hp, state.coef, params["critic"].params, batch, target, k_cql,
                                 extra_actions=extra)
     np.testing.assert_allclose(float(m["critic_loss"]), float(ref), rtol=1e-5)

@@ -133,3 +133,28 @@ def test_medium_replay_regenerates_the_training_buffer(tmp_path):
     with pytest.raises(ValueError, match="not the run that trained"):
         gen.generate("mpe_spread", "medium-replay", 100, seed=0, assets_dir=d,
                      replay_dir=snap_dir, log=lambda s: None)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--num_samples=-100"], "--num_samples must be >= 1"),
+    (["--num_samples=0"], "--num_samples must be >= 1"),
+    (["--sigma=-0.1"], "--sigma must be >= 0"),
+    (["--env_kwargs={bad"], "--env_kwargs is not valid JSON"),
+    (["--env_kwargs=[1]"], "--env_kwargs must be a JSON object"),
+    (["EXISTING"], "already exists; pass --overwrite"),
+])
+def test_cli_refuses_bad_input_in_one_line_before_any_rollout(tmp_path, args, message):
+    import subprocess
+    import sys
+    out = tmp_path / "ds"
+    if args == ["EXISTING"]:
+        out.mkdir()
+        args = []
+    r = subprocess.run([sys.executable, "-m", "experiments.generate_dataset", f"--out={out}",
+                        "--quality=random", *args], capture_output=True, text=True, timeout=120,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode != 0 and message in r.stderr + r.stdout, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert not (out.exists() and any(out.iterdir()))   # nothing written
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+        gen.generate("mpe_spread", "random", 0, seed=0)

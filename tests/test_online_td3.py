@@ -116,7 +116,7 @@ def test_central_critic_td3_learns_toy_task():
     c.central_critic = True
     td3 = td3_lib.TD3(env, c)
     state = td3.init(jax.random.PRNGKey(0))
-    shapes = [x.shape for x in jax.tree.leaves(state.critic)]
+    shapes = [x.shape for x in jax.tree.leaves(state.critic.params)]
     assert (2, 2 * 2 + 2 * 2, 32) in shapes       # [agents, state (A*obs) + A*act, hidden]
     assert state.buffer["state"].shape == (c.buffer_size, 4)
     snaps = behaviour.run_training(td3, seed=0, num_chunks=6, eval_every=3, log=lambda s: None)

@@ -55,13 +55,13 @@ def test_param_counts_match_and_same_noise_gives_same_losses(jax_state):
     """Same init (JAX parameters copied in) + the same random draws -> the torch update's
     losses and gradient norms equal ours to float32 rounding."""
     model = torch_dom2.TorchDOM2(_config(), A, O, D)
-    counts = {"actor": throughput.param_count(jax_state.actor) // A,
-              "critic": throughput.param_count(jax_state.critic) // A}
+    counts = {"actor": throughput.param_count(jax_state.actor.params) // A,
+              "critic": throughput.param_count(jax_state.critic.params) // A}
     assert model.num_params() == counts
     torch_dom2.load_jax_state(model, jax_state)
 
     hp, key, batch = jax_state.hp, jax.random.PRNGKey(7), _batch()
-    params = {f: jax.tree.map(lambda x: x[0], getattr(jax_state, f)) for f in dom2._PARAM_FIELDS}
+    params = {f: jax.tree.map(lambda x: x[0], getattr(jax_state, f)) for f in dom2._FIELDS}
     _, met = jax.jit(lambda p, b, k: dom2.agent_update(hp, jax_state.coef, p, b, k))(
         params, batch, key)
     # The draws dom2.agent_update makes from `key`, replayed for torch.

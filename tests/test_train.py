@@ -74,6 +74,11 @@ def test_launcher_bad_flags_fail_fast_with_clear_messages(tmp_path, spread_rando
     r = _launch(["--env=mpe_spread", "--dataset=" + spread_random_dataset_dir,
                  "--workdir=" + str(tmp_path / "w"), "--config.agent.solver_order=7"], cache)
     assert r.returncode != 0 and "solver_order must be 1, 2 or 3" in r.stderr + r.stdout
+    r = _launch(["--env=mpe_spread", "--dataset=" + spread_random_dataset_dir,
+                 "--workdir=" + str(tmp_path / "w"), "--config.agent.etaa=1"], cache)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert ('error: --config.agent.etaa: unknown field etaa Did you mean "eta"'
+            in r.stderr), r.stderr
 
 
 def test_launcher_results_and_resume_equals_uninterrupted(tmp_path, spread_random_dataset_dir):
@@ -366,3 +371,30 @@ def test_finished_and_nearly_finished_runs_give_the_uninterrupted_numbers(
         [s["final_score_mean"] for s in old["seeds"]]
     assert [s["final_score_std"] for s in new["seeds"]] == \
         [s["final_score_std"] for s in old["seeds"]]
+
+
+def test_a_full_disk_ends_in_one_line_naming_the_workdir(monkeypatch):
+    """ENOSPC anywhere in the exception chain (orbax wraps it) -> one line, exit non-zero,
+    telling the user the run resumes; other errors still raise."""
+    import errno
+    from experiments import train
+
+    class OrbaxLike(RuntimeError):
+        pass
+
+    def full():
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as e:
+            raise OrbaxLike("save failed") from e
+
+    monkeypatch.setattr(train, "run", full)
+    monkeypatch.setattr(train.FLAGS["workdir"], "value", "/some/run")
+    with pytest.raises(SystemExit, match="no space left on device while writing /some/run .*"
+                                         "resumes from the newest complete checkpoint"):
+        train.main(["train"])
+    assert train.disk_full(RuntimeError("tensorstore: No space left on device"))
+    assert not train.disk_full(RuntimeError("other"))
+    monkeypatch.setattr(train, "run", lambda: (_ for _ in ()).throw(RuntimeError("other")))
+    with pytest.raises(RuntimeError, match="other"):
+        train.main(["train"])

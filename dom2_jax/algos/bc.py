@@ -6,28 +6,19 @@ E[a | o] (inside the tanh range). Same state layout and API as the other algorit
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Tuple
+from typing import Dict, Tuple
 
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
+from flax.training.train_state import TrainState
 
 from dom2_jax.algos import common
+from dom2_jax.algos.common import make_coef  # noqa: F401  (make_coef(hp, **overrides))
 from dom2_jax.networks import DeterministicActor
 
 Array = jax.Array
-
-
-def default_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.actor_hidden = (256, 256)
-    c.batch_size = 256
-    c.actor_lr = 3e-4
-    c.grad_clip = 0.0
-    c.gamma = 0.99               # unused; present so the shared task defaults apply
-    return c
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,21 +26,25 @@ class Hparams(common.HparamsBase):
     NAME = "BC"
     COEF_NAMES = ()
 
-    actor_hidden: Tuple[int, ...]
-    batch_size: int
-    actor_lr: float
-    grad_clip: float
-    gamma: float
+    actor_hidden: Tuple[int, ...] = (256, 256)  # as the TD3-family actors
+    batch_size: int = 256
+    actor_lr: float = 3e-4
+    grad_clip: float = 0.0
+    gamma: float = 0.99                  # unused; present so the shared task defaults apply
 
     @property
     def actor_module(self):
-        return DeterministicActor(self.act_dim, self.actor_hidden)
+        return common.module(DeterministicActor, self.act_dim, self.actor_hidden)
+
+
+def default_config():
+    """The fields of ``Hparams`` with their defaults, as a ConfigDict."""
+    return Hparams.default_config()
 
 
 @flax.struct.dataclass
 class BCState:
-    actor: Any
-    actor_opt: Any
+    actor: TrainState
     step: Array
     coef: Dict[str, Array]   # empty: BC has no dynamic coefficients
     hp: Hparams = flax.struct.field(pytree_node=False)
@@ -58,22 +53,12 @@ class BCState:
 State = BCState
 
 
-def make_coef(hp: Hparams, **overrides) -> Dict[str, Array]:
-    return common.make_coef(hp, **overrides)
-
-
 def init(key: Array, config, num_agents: int, obs_dim: int, act_dim: int) -> BCState:
-    hp = config if isinstance(config, Hparams) else Hparams.from_config(
-        config, num_agents, obs_dim, act_dim)
+    hp = Hparams.resolve(config, num_agents, obs_dim, act_dim)
     o0 = jnp.zeros((1, obs_dim))
-
-    def init_agent(k):
-        p = hp.actor_module.init(k, o0)
-        return p, hp.optimizer(hp.actor_lr).init(p)
-
-    actor, opt = jax.vmap(init_agent)(jax.random.split(key, num_agents))
-    return BCState(actor=actor, actor_opt=opt, step=jnp.zeros((), jnp.int32),
-                   coef=make_coef(hp), hp=hp)
+    actor = jax.vmap(lambda k: hp.train_state(hp.actor_module, hp.actor_module.init(k, o0),
+                                              hp.actor_lr))(jax.random.split(key, num_agents))
+    return BCState(actor=actor, step=jnp.zeros((), jnp.int32), coef=make_coef(hp), hp=hp)
 
 
 def actor_loss(hp: Hparams, actor_params, batch):
@@ -83,18 +68,19 @@ def actor_loss(hp: Hparams, actor_params, batch):
 
 def agent_update(hp, coef, params, batch, key, step):
     del coef, key, step
-    loss, grads = jax.value_and_grad(actor_loss, argnums=1)(hp, params["actor"], batch)
-    upd, opt = hp.optimizer(hp.actor_lr).update(grads, params["actor_opt"], params["actor"])
-    return (dict(actor=optax.apply_updates(params["actor"], upd), actor_opt=opt),
-            {"actor_loss": loss, "actor_grad_norm": optax.tree.norm(grads)})
+    actor, loss, _, grads = common.apply_loss(
+        params["actor"], lambda p: (actor_loss(hp, p, batch), None))
+    return dict(actor=actor), {"actor_loss": loss, "actor_grad_norm": optax.tree.norm(grads)}
 
 
 def update(state: BCState, batch: Dict[str, Array], key: Array):
     """One update of all agents (vmap of ``agent_update``); batch arrays [A, B, ...]."""
-    return common.update_agents(state, batch, key, agent_update, ("actor", "actor_opt"))
+    return common.update_agents(state, batch, key, agent_update, ("actor",))
 
 
 def act(state: BCState, obs: Array, key: Array = None) -> Array:
     """obs [..., A, obs_dim] -> actions [..., A, act_dim] in [-1, 1]."""
-    return common.deterministic_act(state, obs, key)
-
+    key = jax.random.PRNGKey(0) if key is None else key
+    actor = state.hp.actor_module
+    return common.act_per_agent(state.hp, lambda p, o, k: jnp.clip(actor.apply(p, o), -1.0, 1.0),
+                                state.actor.params, obs, key)

@@ -39,13 +39,14 @@ from typing import Any, Dict, Tuple
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
+
+from flax.training.train_state import TrainState
 
 from dom2_jax import diffusion
 from dom2_jax.algos import common
-from dom2_jax.algos.common import critic_loss  # noqa: F401  (re-exported: dom2.critic_loss)
-from dom2_jax.networks import soft_update
+from dom2_jax.algos.common import make_coef  # noqa: F401  (dom2.make_coef(hp, **overrides))
+from dom2_jax.algos.losses import critic_loss, noisy_proposals
 
 Array = jax.Array
 
@@ -106,7 +107,7 @@ class Hparams(common.HparamsBase, common.DiffusionActorModules):
         ] + self.diffusion_checks()
 
 
-def default_config() -> ml_collections.ConfigDict:
+def default_config():
     """DOM2's hyper-parameters with their defaults (``Hparams``' fields) as a ConfigDict."""
     return Hparams.default_config()
 
@@ -115,43 +116,35 @@ def default_config() -> ml_collections.ConfigDict:
 class DOM2State:
     """Training state; every array leaf has the agent axis first ([num_agents, ...])."""
 
-    actor: Any
-    actor_target: Any
-    actor_ema: Any
-    critic: Any
-    critic_target: Any
-    actor_opt: Any
-    critic_opt: Any
+    actor: TrainState          # theta: noise network and its optimiser
+    critic: TrainState         # phi: double critic and its optimiser
+    actor_target: Any          # thetabar (parameters)
+    critic_target: Any         # phibar
+    actor_ema: Any             # the EMA actor ``act`` uses (Diffusion-QL)
     step: Array
-    coef: Dict[str, Array]  # {"eta", "zeta", "rho", "gamma"}: float32 scalars (no agent axis)
+    coef: Dict[str, Array]     # {"eta", "zeta", "rho", "gamma"}: float32 scalars (no agent axis)
     hp: Hparams = flax.struct.field(pytree_node=False)
+
+
+_FIELDS = ("actor", "critic", "actor_target", "critic_target", "actor_ema")
 
 
 # ----------------------------------------------------------------------------- init
 def init(key: Array, config, num_agents: int, obs_dim: int, act_dim: int) -> DOM2State:
     """Initialises all agents' networks (independent keys), targets and optimiser states."""
-    hp = config if isinstance(config, Hparams) else Hparams.from_config(
-        config, num_agents, obs_dim, act_dim)
+    hp = Hparams.resolve(config, num_agents, obs_dim, act_dim)
     net, critic = hp.noise_net_module, hp.critic_module
     a0, o0, t0 = jnp.zeros((1, act_dim)), jnp.zeros((1, obs_dim)), jnp.zeros((1,))
 
     def init_agent(k):
         ka, kc = jax.random.split(k)
-        actor = net.init(ka, a0, o0, t0)
-        crit = critic.init(kc, o0, a0)
-        return (actor, crit, hp.optimizer(hp.actor_lr).init(actor),
-                hp.optimizer(hp.critic_lr).init(crit))
+        return (hp.train_state(net, net.init(ka, a0, o0, t0), hp.actor_lr),
+                hp.train_state(critic, critic.init(kc, o0, a0), hp.critic_lr))
 
-    actor, crit, aopt, copt = jax.vmap(init_agent)(jax.random.split(key, num_agents))
-    return DOM2State(actor=actor, actor_target=actor, actor_ema=actor, critic=crit,
-                     critic_target=crit, actor_opt=aopt, critic_opt=copt,
+    actor, crit = jax.vmap(init_agent)(jax.random.split(key, num_agents))
+    return DOM2State(actor=actor, critic=crit, actor_target=actor.params,
+                     critic_target=crit.params, actor_ema=actor.params,
                      step=jnp.zeros((), jnp.int32), coef=make_coef(hp), hp=hp)
-
-
-def make_coef(hp: Hparams, **overrides) -> Dict[str, Array]:
-    """The dynamic coefficients eta, zeta, rho, gamma as float32 scalars (``overrides``
-    replace hp's values)."""
-    return common.make_coef(hp, **overrides)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -173,7 +166,7 @@ def act(state: DOM2State, obs: Array, key: Array, use_ema: bool = True) -> Array
     hp = state.hp
     if obs.shape[-2:] != (hp.num_agents, hp.obs_dim):
         raise ValueError(f"act expects obs [..., {hp.num_agents}, {hp.obs_dim}], got {obs.shape}")
-    params = state.actor_ema if (use_ema and hp.ema_decay > 0) else state.actor
+    params = state.actor_ema if (use_ema and hp.ema_decay > 0) else state.actor.params
     lead = obs.shape[:-2]
     obs_a = jnp.moveaxis(obs.reshape((-1,) + obs.shape[-2:]), 1, 0)  # [A, M, obs_dim]
     keys = jax.random.split(key, hp.num_agents)
@@ -182,8 +175,7 @@ def act(state: DOM2State, obs: Array, key: Array, use_ema: bool = True) -> Array
 
 
 # ----------------------------------------------------------------------------- losses
-# critic_loss (Eq. 1, CQL(H) with uniform actions) is shared with MA-CQL and OMAR and lives in
-# dom2_jax.algos.common; it is imported above and stays reachable as dom2.critic_loss.
+# critic_loss (Eq. 1, CQL(H)) is shared with MA-CQL and OMAR: dom2_jax.algos.losses.
 
 
 def actor_loss(hp: Hparams, coef, actor_params, critic_params, batch, key: Array):
@@ -208,42 +200,38 @@ def actor_loss(hp: Hparams, coef, actor_params, critic_params, batch, key: Array
 # ----------------------------------------------------------------------------- update
 def agent_update(hp: Hparams, coef, params: Dict[str, Any], batch: Dict[str, Array], key: Array,
                  step: Array = None):
-    """One DOM2 update of ONE agent. ``params``: this agent's slice of the state fields.
-    (``step`` is unused: DOM2 updates actor, critics and targets on every step.)"""
+    """Alg. 2's lines 4-8 for ONE agent: ``params`` holds this agent's slices of the state's
+    fields. (``step`` is unused: every step updates actor, critics and targets.)"""
     k_next, k_cql, k_actor = jax.random.split(key, 3)
+    actor, critic = params["actor"], params["critic"]
     # Critic (Eq. 1): targets from the target actor and target critics.
     next_a = sample_actions(hp, params["actor_target"], batch["next_obs"], k_next)
     q_next = hp.critic_module.apply(params["critic_target"], batch["next_obs"], next_a)
     target_q = batch["rewards"] + coef["gamma"] * (1.0 - batch["dones"]) * jnp.min(q_next, axis=0)
     target_q = jax.lax.stop_gradient(target_q)
     extra = None
-    if hp.cql_policy_noise > 0:  # CQL proposals near the policy (see default_config)
+    if hp.cql_policy_noise > 0:  # CQL proposals near the policy (see the module docstring)
         k_cql, k_pi, k_noise = jax.random.split(k_cql, 3)
-        pi_o = sample_actions(hp, params["actor"], batch["obs"], k_pi)
-        extra = common.noisy_proposals(jnp.stack([pi_o, next_a]), k_noise,
-                                       hp.num_cql_actions, hp.cql_policy_noise)
-    critic, critic_opt, c_loss, c_aux, c_grads = common.grad_step(
-        hp.optimizer(hp.critic_lr),
-        lambda p: critic_loss(hp, coef, p, batch, target_q, k_cql, extra_actions=extra),
-        params["critic"], params["critic_opt"])
+        pi_o = sample_actions(hp, actor.params, batch["obs"], k_pi)
+        extra = noisy_proposals(jnp.stack([pi_o, next_a]), k_noise, hp.num_cql_actions,
+                                hp.cql_policy_noise)
+    critic, c_loss, c_aux, c_grads = common.apply_loss(
+        critic, lambda p: critic_loss(hp, coef, p, batch, target_q, k_cql, extra_actions=extra))
     # Actor (Eq. 5) against the freshly updated critic.
-    actor, actor_opt, a_loss, a_aux, a_grads = common.grad_step(
-        hp.optimizer(hp.actor_lr), lambda p: actor_loss(hp, coef, p, critic, batch, k_actor),
-        params["actor"], params["actor_opt"])
+    actor, a_loss, a_aux, a_grads = common.apply_loss(
+        actor, lambda p: actor_loss(hp, coef, p, critic.params, batch, k_actor))
+    # Targets (Alg. 2 line 8) and the EMA actor.
     new = dict(
-        actor=actor, critic=critic, actor_opt=actor_opt, critic_opt=critic_opt,
-        actor_target=soft_update(params["actor_target"], actor, coef["rho"]),
-        critic_target=soft_update(params["critic_target"], critic, coef["rho"]),
-        actor_ema=(soft_update(params["actor_ema"], actor, 1.0 - hp.ema_decay)
-                   if hp.ema_decay > 0 else actor))
+        actor=actor, critic=critic,
+        actor_target=optax.incremental_update(actor.params, params["actor_target"], coef["rho"]),
+        critic_target=optax.incremental_update(critic.params, params["critic_target"],
+                                               coef["rho"]),
+        actor_ema=(optax.incremental_update(actor.params, params["actor_ema"], 1.0 - hp.ema_decay)
+                   if hp.ema_decay > 0 else actor.params))
     metrics = {"critic_loss": c_loss, "actor_loss": a_loss,
                "critic_grad_norm": optax.tree.norm(c_grads),
                "actor_grad_norm": optax.tree.norm(a_grads), **c_aux, **a_aux}
     return new, metrics
-
-
-_PARAM_FIELDS = ("actor", "actor_target", "actor_ema", "critic", "critic_target", "actor_opt",
-                 "critic_opt")
 
 
 def update(state: DOM2State, batch: Dict[str, Array], key: Array):
@@ -252,4 +240,4 @@ def update(state: DOM2State, batch: Dict[str, Array], key: Array):
     batch: obs [A, B, obs_dim], actions [A, B, act_dim], rewards [A, B], next_obs, dones
     [A, B] (checked with a clear error before tracing). Returns (state, metrics [A] per term).
     """
-    return common.update_agents(state, batch, key, agent_update, _PARAM_FIELDS)
+    return common.update_agents(state, batch, key, agent_update, _FIELDS)

@@ -25,44 +25,17 @@ from typing import Any, Dict, Tuple
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
+from flax.training.train_state import TrainState
 
 from dom2_jax import diffusion
 from dom2_jax.algos import common
-from dom2_jax.networks import MLP, soft_update
+from dom2_jax.algos.common import make_coef  # noqa: F401  (make_coef(hp, **overrides))
+from dom2_jax.algos.losses import expectile_loss, td_critic_loss
+from dom2_jax.networks import MLP
 
 Array = jax.Array
 SELECTIONS = ("softmax", "argmax")
-
-
-def default_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.rho = 0.005
-    c.gamma = 0.99
-    c.expectile = 0.7            # IQL's locomotion value
-    # Behaviour model (same fields and defaults as DOM2's diffusion policy).
-    c.num_solver_steps = 5
-    c.solver_order = 1
-    c.solver_grid = "logsnr"
-    c.t_end = 1e-3
-    c.beta_min = 0.1
-    c.beta_max = 20.0
-    c.noise_net = "residual"
-    c.noise_hidden = (512, 256, 128)
-    # Critic and selection.
-    c.critic_hidden = (256, 256, 256)
-    c.value_hidden = (256, 256, 256)
-    c.num_candidates = 32        # SfBC samples 32 actions per state at evaluation
-    c.selection = "softmax"
-    c.temperature = 0.2          # on Q standardised over the candidates (see module doc)
-    # Optimisation.
-    c.batch_size = 256
-    c.behavior_lr = 3e-4
-    c.critic_lr = 3e-4
-    c.value_lr = 3e-4
-    c.grad_clip = 1.0
-    return c
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,27 +43,30 @@ class Hparams(common.HparamsBase, common.DiffusionActorModules):
     NAME = "MA-SfBC"
     COEF_NAMES = ("rho", "gamma", "expectile", "temperature")
 
-    rho: float
-    gamma: float
-    expectile: float
-    num_solver_steps: int
-    solver_order: int
-    solver_grid: str
-    t_end: float
-    beta_min: float
-    beta_max: float
-    noise_net: str
-    noise_hidden: Tuple[int, ...]
-    critic_hidden: Tuple[int, ...]
-    value_hidden: Tuple[int, ...]
-    num_candidates: int
-    selection: str
-    temperature: float
-    batch_size: int
-    behavior_lr: float
-    critic_lr: float
-    value_lr: float
-    grad_clip: float
+    rho: float = 0.005                   # critic target rate
+    gamma: float = 0.99                  # discount; the MPE configs use 0.95
+    expectile: float = 0.7               # IQL's locomotion value
+    # Behaviour model: the same fields and defaults as DOM2's diffusion policy.
+    num_solver_steps: int = 5
+    solver_order: int = 1
+    solver_grid: str = "logsnr"
+    t_end: float = 1e-3
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    noise_net: str = "residual"
+    noise_hidden: Tuple[int, ...] = (512, 256, 128)
+    # Critic and selection.
+    critic_hidden: Tuple[int, ...] = (256, 256, 256)
+    value_hidden: Tuple[int, ...] = (256, 256, 256)
+    num_candidates: int = 32             # SfBC samples 32 actions per state at evaluation
+    selection: str = "softmax"           # or "argmax"
+    temperature: float = 0.2             # on Q standardised over the candidates (module doc)
+    # Optimisation.
+    batch_size: int = 256
+    behavior_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    value_lr: float = 3e-4
+    grad_clip: float = 1.0
 
     def checks(self):
         return super().checks() + [
@@ -103,51 +79,45 @@ class Hparams(common.HparamsBase, common.DiffusionActorModules):
 
     @property
     def value_module(self):
-        return MLP(tuple(self.value_hidden) + (1,))
+        return common.module(MLP, tuple(self.value_hidden) + (1,))
+
+
+def default_config():
+    """The fields of ``Hparams`` with their defaults, as a ConfigDict."""
+    return Hparams.default_config()
 
 
 @flax.struct.dataclass
 class SfBCState:
     """Array leaves are [num_agents, ...]."""
 
-    behavior: Any
-    behavior_opt: Any
-    critic: Any
-    critic_target: Any
-    critic_opt: Any
-    value: Any
-    value_opt: Any
+    behavior: TrainState
+    critic: TrainState
+    critic_target: Any       # parameters
+    value: TrainState
     step: Array
     coef: Dict[str, Array]
     hp: Hparams = flax.struct.field(pytree_node=False)
 
 
 State = SfBCState
-_FIELDS = ("behavior", "behavior_opt", "critic", "critic_target", "critic_opt", "value",
-           "value_opt")
-
-
-def make_coef(hp: Hparams, **overrides) -> Dict[str, Array]:
-    return common.make_coef(hp, **overrides)
+_FIELDS = ("behavior", "critic", "critic_target", "value")
 
 
 def init(key: Array, config, num_agents: int, obs_dim: int, act_dim: int) -> SfBCState:
-    hp = config if isinstance(config, Hparams) else Hparams.from_config(
-        config, num_agents, obs_dim, act_dim)
+    hp = Hparams.resolve(config, num_agents, obs_dim, act_dim)
     a0, o0, t0 = jnp.zeros((1, act_dim)), jnp.zeros((1, obs_dim)), jnp.zeros((1,))
+    net, critic, value = hp.noise_net_module, hp.critic_module, hp.value_module
 
     def init_agent(k):
         kb, kc, kv = jax.random.split(k, 3)
-        beh = hp.noise_net_module.init(kb, a0, o0, t0)
-        crit = hp.critic_module.init(kc, o0, a0)
-        val = hp.value_module.init(kv, o0)
-        return (beh, hp.optimizer(hp.behavior_lr).init(beh), crit,
-                hp.optimizer(hp.critic_lr).init(crit), val, hp.optimizer(hp.value_lr).init(val))
+        return (hp.train_state(net, net.init(kb, a0, o0, t0), hp.behavior_lr),
+                hp.train_state(critic, critic.init(kc, o0, a0), hp.critic_lr),
+                hp.train_state(value, value.init(kv, o0), hp.value_lr))
 
-    beh, bopt, crit, copt, val, vopt = jax.vmap(init_agent)(jax.random.split(key, num_agents))
-    return SfBCState(behavior=beh, behavior_opt=bopt, critic=crit, critic_target=crit,
-                     critic_opt=copt, value=val, value_opt=vopt, step=jnp.zeros((), jnp.int32),
-                     coef=make_coef(hp), hp=hp)
+    beh, crit, val = jax.vmap(init_agent)(jax.random.split(key, num_agents))
+    return SfBCState(behavior=beh, critic=crit, critic_target=crit.params, value=val,
+                     step=jnp.zeros((), jnp.int32), coef=make_coef(hp), hp=hp)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -189,54 +159,33 @@ def act(state: SfBCState, obs: Array, key: Array) -> Array:
     hp = state.hp
     return common.act_per_agent(
         hp, lambda p, o, k: agent_act(hp, state.coef, p[0], p[1], o, k),
-        (state.behavior, state.critic), obs, key)
+        (state.behavior.params, state.critic.params), obs, key)
 
 
 # ----------------------------------------------------------------------------- update
-def expectile_loss(u: Array, tau) -> Array:
-    """E |tau - 1(u < 0)| u^2 (IQL)."""
-    w = jnp.where(u < 0, 1.0 - tau, tau)
-    return jnp.mean(w * jnp.square(u))
-
-
 def agent_update(hp: Hparams, coef, params, batch, key, step):
     del step
     obs, actions = batch["obs"], batch["actions"]
     # Behaviour model: eps loss only.
     net = hp.noise_net_module
-
-    def bc_loss(p):
-        return diffusion.eps_loss(lambda x, t: net.apply(p, x, obs, t), actions, key,
-                                  hp.schedule, t_end=hp.t_end)
-
-    b_loss, b_grads = jax.value_and_grad(bc_loss)(params["behavior"])
-    b_upd, b_opt = hp.optimizer(hp.behavior_lr).update(b_grads, params["behavior_opt"],
-                                                       params["behavior"])
-    behavior = optax.apply_updates(params["behavior"], b_upd)
+    behavior, b_loss, _, b_grads = common.apply_loss(params["behavior"], lambda p: (
+        diffusion.eps_loss(lambda x, t: net.apply(p, x, obs, t), actions, key, hp.schedule,
+                           t_end=hp.t_end), None))
     # Value: expectile of the target critics' min over dataset actions.
     q_t = jax.lax.stop_gradient(jnp.min(
         hp.critic_module.apply(params["critic_target"], obs, actions), axis=0))
     vmod = hp.value_module
-
-    def v_loss_fn(p):
-        return expectile_loss(q_t - vmod.apply(p, obs)[..., 0], coef["expectile"])
-
-    v_loss, v_grads = jax.value_and_grad(v_loss_fn)(params["value"])
-    v_upd, v_opt = hp.optimizer(hp.value_lr).update(v_grads, params["value_opt"], params["value"])
-    value = optax.apply_updates(params["value"], v_upd)
+    value, v_loss, _, _ = common.apply_loss(params["value"], lambda p: (
+        expectile_loss(q_t - vmod.apply(p, obs)[..., 0], coef["expectile"]), None))
     # Critics: TD toward r + gamma (1 - d) V(o').
     target_q = jax.lax.stop_gradient(
         batch["rewards"] + coef["gamma"] * (1.0 - batch["dones"])
-        * vmod.apply(value, batch["next_obs"])[..., 0])
-    (c_loss, c_aux), c_grads = jax.value_and_grad(common.td_critic_loss, argnums=2,
-                                                  has_aux=True)(
-        hp, coef, params["critic"], batch, target_q)
-    c_upd, c_opt = hp.optimizer(hp.critic_lr).update(c_grads, params["critic_opt"],
-                                                     params["critic"])
-    critic = optax.apply_updates(params["critic"], c_upd)
-    new = dict(behavior=behavior, behavior_opt=b_opt, value=value, value_opt=v_opt,
-               critic=critic, critic_opt=c_opt,
-               critic_target=soft_update(params["critic_target"], critic, coef["rho"]))
+        * vmod.apply(value.params, batch["next_obs"])[..., 0])
+    critic, c_loss, c_aux, c_grads = common.apply_loss(
+        params["critic"], lambda p: td_critic_loss(hp, coef, p, batch, target_q))
+    new = dict(behavior=behavior, value=value, critic=critic,
+               critic_target=optax.incremental_update(critic.params, params["critic_target"],
+                                                      coef["rho"]))
     metrics = {"behavior_loss": b_loss, "value_loss": v_loss, "critic_loss": c_loss,
                "behavior_grad_norm": optax.tree.norm(b_grads),
                "critic_grad_norm": optax.tree.norm(c_grads), **c_aux}
@@ -246,4 +195,3 @@ def agent_update(hp: Hparams, coef, params, batch, key, step):
 def update(state: SfBCState, batch: Dict[str, Array], key: Array):
     """One update of all agents (vmap of ``agent_update``); batch arrays [A, B, ...]."""
     return common.update_agents(state, batch, key, agent_update, _FIELDS)
-

@@ -2,7 +2,7 @@
 
 Per agent j, following OMAR's public code (``ling-pan/OMAR``, ``algorithms/maddpg.py``):
 
-  critic: exactly MA-CQL's (``common.critic_loss``: TD + zeta * CQL(H), 10 uniform actions).
+  critic: exactly MA-CQL's (``losses.critic_loss``: TD + zeta * CQL(H), 10 uniform actions).
   search: a_s = zeroth-order maximisation of Q_1(o, .) (on the freshly updated critic, no
           gradient), started from N(mu0, sigma0^2) with mu0 = 0 (or the current action):
             "gaussian" (OMAR's MPE code): each of ``search_iters`` iterations draws
@@ -23,66 +23,38 @@ c is OMAR's tuned ``omar_coe`` per task and quality (experiments/configs/omar.py
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Callable, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from dom2_jax.algos import common
-from dom2_jax.algos.common import ActorCriticState
+from dom2_jax.algos import td3_family
+from dom2_jax.algos.common import make_coef  # noqa: F401  (make_coef(hp, **overrides))
+from dom2_jax.algos.td3_family import ActorCriticState
 
 Array = jax.Array
 State = ActorCriticState
 SEARCHES = ("gaussian", "cem")
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """OMAR hyper-parameters (OMAR code's MuJoCo values; MPE values in the config file)."""
-    c = ml_collections.ConfigDict()
-    c.c = 0.7                    # OMAR's omar_coe (tuned per task/quality; config file)
-    c.zeta = 1.0                 # CQL weight (OMAR's cql_alpha)
-    c.rho = 0.005
-    c.gamma = 0.99
-    c.actor_hidden = (256, 256)
-    c.critic_hidden = (256, 256)
-    c.num_cql_actions = 10
-    c.cql_density_correction = True
-    c.cql_policy_noise = 0.0     # > 0: also noisy pi(o), pi(o') in the logsumexp (OMAR MuJoCo: 0.2)
-    c.act_reg = 1e-3
-    c.policy_noise = 0.0
-    c.noise_clip = 0.5
-    c.policy_delay = 1
-    c.batch_size = 256
-    c.actor_lr = 3e-4
-    c.critic_lr = 3e-4
-    c.grad_clip = 0.5
-    # Zeroth-order search (OMAR code: MPE gaussian 3 iters x 10 samples; MuJoCo CEM 2 x 20,
-    # 5 elites; mu0 0, sigma0 2 for both).
-    c.search = "cem"
-    c.search_init = "zero"       # "zero" (OMAR) or "policy" (start at the current action)
-    c.search_sigma0 = 2.0
-    c.search_iters = 2
-    c.search_samples = 20
-    c.search_elites = 5          # used by "cem"
-    c.search_temperature = 1.0   # used by "gaussian": softmax(Q / T) refit (OMAR: T = 1)
-    return c
-
-
 @dataclasses.dataclass(frozen=True)
-class Hparams(common.CQLHparams):
+class Hparams(td3_family.CQLHparams):
+    """OMAR: MA-CQL's fields and defaults (OMAR code's MuJoCo values; MPE values and the
+    per-task c and zeta in experiments/configs/omar.py) plus the zeroth-order search."""
+
     NAME = "OMAR"
     COEF_NAMES = ("c", "zeta", "rho", "gamma")
 
-    c: float
-    search: str
-    search_init: str
-    search_sigma0: float
-    search_iters: int
-    search_samples: int
-    search_elites: int
-    search_temperature: float
+    c: float = 0.7                       # OMAR's omar_coe: weight of the imitation term
+    # Zeroth-order search (OMAR code: MPE gaussian 3 iters x 10 samples; MuJoCo CEM 2 x 20,
+    # 5 elites; mu0 0, sigma0 2 for both).
+    search: str = "cem"                  # "cem" (MuJoCo code) or "gaussian" (MPE code)
+    search_init: str = "zero"            # "zero" (OMAR) or "policy" (start at pi(o))
+    search_sigma0: float = 2.0
+    search_iters: int = 2
+    search_samples: int = 20
+    search_elites: int = 5               # used by "cem"
+    search_temperature: float = 1.0      # used by "gaussian": softmax(Q / T) refit
 
     def checks(self):
         return super().checks() + [
@@ -98,6 +70,9 @@ class Hparams(common.CQLHparams):
         ]
 
 
+def default_config():
+    """The fields of ``Hparams`` with their defaults, as a ConfigDict."""
+    return Hparams.default_config()
 
 
 # ----------------------------------------------------------------------------- search
@@ -159,7 +134,7 @@ def cem_search(q_fn: QFn, mu0: Array, sigma0, key: Array, num_samples: int = 20,
 def search_actions(hp: Hparams, critic_params, obs: Array, pi: Array, key: Array):
     """The configured search on Q_1(obs, .) of one agent's critic. obs [B, obs_dim]."""
     params = jax.lax.stop_gradient(critic_params)
-    q_fn = lambda a: common.q1_of(hp, params, obs, a)
+    q_fn = lambda a: td3_family.q1_of(hp, params, obs, a)
     mu0 = jax.lax.stop_gradient(pi) if hp.search_init == "policy" else jnp.zeros_like(pi)
     if hp.search == "gaussian":
         return gaussian_search(q_fn, mu0, hp.search_sigma0, key, hp.search_samples,
@@ -172,7 +147,7 @@ def search_actions(hp: Hparams, critic_params, obs: Array, pi: Array, key: Array
 def actor_loss(hp: Hparams, coef, actor_params, critic_params, batch, key: Array):
     obs = batch["obs"]
     pi = hp.actor_module.apply(actor_params, obs)
-    q_pi = common.q1_of(hp, critic_params, obs, pi)
+    q_pi = td3_family.q1_of(hp, critic_params, obs, pi)
     a_s, q_s = search_actions(hp, critic_params, obs, pi, key)
     keep_pi = jax.lax.stop_gradient(q_pi) >= q_s        # torch.max: first index wins ties
     a_hat = jax.lax.stop_gradient(jnp.where(keep_pi[:, None], pi, a_s))
@@ -183,18 +158,17 @@ def actor_loss(hp: Hparams, coef, actor_params, critic_params, batch, key: Array
                   "search_better_frac": 1.0 - jnp.mean(keep_pi.astype(jnp.float32))}
 
 
-# ----------------------------------------------------------------------------- learner API
-# The shared TD3-style learner (dom2_jax.algos.common) with this module's Hparams and actor loss.
-make_coef = common.make_coef
-act = common.deterministic_act  # a = pi_j(o_j): [..., A, obs_dim] -> [..., A, act_dim]
-agent_update = functools.partial(common.actor_critic_agent_update, actor_loss_fn=actor_loss)
-
-
+# ----------------------------------------------------------------------------- learner
 def init(key: Array, config, num_agents: int, obs_dim: int, act_dim: int) -> State:
     """Training state (agents on axis 0) from a config or an ``Hparams``."""
-    return common.init_actor_critic(key, Hparams.resolve(config, num_agents, obs_dim, act_dim))
+    return td3_family.init(key, Hparams.resolve(config, num_agents, obs_dim, act_dim))
 
 
 def update(state: State, batch: Dict[str, Array], key: Array):
-    """One update of all agents (vmap of ``agent_update``); batch arrays [A, B, ...]."""
-    return common.update_agents(state, batch, key, agent_update, common.AC_FIELDS)
+    """One update of all agents (TD3 family, this module's actor loss); batch [A, B, ...]."""
+    return td3_family.update(state, batch, key, actor_loss)
+
+
+def act(state: State, obs: Array, key: Array = None) -> Array:
+    """a = pi_j(o_j): [..., A, obs_dim] -> [..., A, act_dim]."""
+    return td3_family.act(state, obs, key)

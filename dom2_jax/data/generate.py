@@ -160,6 +160,10 @@ def generate(env_name: str, quality: str, num_samples: int, seed: int,
 
     if quality not in QUALITIES:
         raise ValueError(f"unknown quality {quality!r}; expected one of {QUALITIES}")
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
     env_kwargs = dict(env_kwargs or {})
     kw_json = json.dumps(env_kwargs, sort_keys=True)
     t_start = time.time()

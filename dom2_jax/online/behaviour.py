@@ -58,8 +58,8 @@ def run_training(td3: td3_lib.TD3, seed: int, num_chunks: int, *, eval_every: in
         if on_chunk is not None:
             on_chunk(i, state, metrics)
         if (i + 1) % eval_every == 0 or i + 1 == num_chunks:
-            scores = td3.evaluate(state.actor, jax.random.fold_in(eval_key, i), eval_episodes)
-            flat = td3_lib.flatten_params(jax.device_get(state.actor))
+            scores = td3.evaluate(state.actor.params, jax.random.fold_in(eval_key, i), eval_episodes)
+            flat = td3_lib.flatten_params(jax.device_get(state.actor.params))
             steps = (i + 1) * chunk_transitions(td3.config)
             snaps.append(dict(chunk=i + 1, env_steps=steps, score=float(scores.mean()),
                               score_std=float(scores.std()), flat_params=flat, metrics=metrics,
@@ -261,7 +261,7 @@ def replay_until(env_name: str, env_kwargs: Optional[dict], config, seed: int, n
     def on_chunk(i, state, metrics):
         parts.append(chunk_transitions_of(state, i + 1, config))
         if i + 1 == num_chunks:
-            last["flat"] = td3_lib.flatten_params(jax.device_get(state.actor))
+            last["flat"] = td3_lib.flatten_params(jax.device_get(state.actor.params))
         if (i + 1) % 20 == 0 or i + 1 == num_chunks:
             log(f"medium-replay: chunk {i + 1}/{num_chunks}")
 

@@ -21,13 +21,19 @@ The whole online loop is one jitted program, ``train_chunk(state) -> (state, met
 Our environments never terminate (the episode end is a time-limit truncation), so every stored
 ``done`` is False and TD3 always bootstraps; ``done`` from ``env.step`` only triggers the reset.
 
+The networks are ``flax`` TrainStates and the pieces of the update are the offline learners'
+(``dom2_jax.algos``): ``td3_family.target_actions`` (target smoothing), ``losses.td_target`` and
+``losses.td_critic_loss``, ``common.apply_loss``, ``common.make_optimizer`` and
+``optax.incremental_update``; this class adds the environment loop, the replay buffer and the
+MATD3-style central critics.
+
 Usage::
 
     td3 = TD3(env, default_config(env.name))
     state = td3.init(jax.random.PRNGKey(0))
     for _ in range(n):
         state, metrics = td3.train_chunk(state)         # jitted, donates the state
-        scores = td3.evaluate(state.actor, key)         # [eval_episodes] env scores
+        scores = td3.evaluate(state.actor.params, key)  # [eval_episodes] env scores
 
 ``policy_fn`` / ``policy_params`` give the behaviour policy shared by evaluation and dataset
 generation (deterministic, Gaussian-noised or uniform, chosen by traced values: one compiled
@@ -44,9 +50,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax.training.train_state import TrainState
 
+from dom2_jax.algos.common import apply_loss, make_optimizer
+from dom2_jax.algos.losses import td_critic_loss, td_target
+from dom2_jax.algos.td3_family import target_actions
 from dom2_jax.envs.api import Env
-from dom2_jax.networks import DeterministicActor, DoubleCritic, soft_update
+from dom2_jax.networks import DeterministicActor, DoubleCritic
 
 Array = jax.Array
 
@@ -128,12 +138,10 @@ def same_config(a: dict, b: dict) -> bool:
 # ----------------------------------------------------------------------------- state
 @flax.struct.dataclass
 class TD3State:
-    actor: Any               # stacked [A, ...]
-    critic: Any
-    actor_targ: Any
-    critic_targ: Any
-    actor_opt: Any
-    critic_opt: Any
+    actor: TrainState        # stacked [A, ...]
+    critic: TrainState
+    actor_target: Any        # parameters
+    critic_target: Any
     buffer: Dict[str, Array]  # obs/next_obs [cap, A, obs_dim], actions [cap, A, act],
     #                           rewards [cap, A]
     buf_ptr: Array            # next write index (int32)
@@ -192,13 +200,9 @@ class TD3:
             self.state_dim = int(jax.eval_shape(env.global_state, st, o).shape[-1])
         self.actor_net = DeterministicActor(self.act_dim, tuple(c.hidden_dims))
         self.critic_net = DoubleCritic(tuple(c.hidden_dims))
-
-        def opt(lr):
-            tx = optax.adam(lr)
-            return optax.chain(optax.clip_by_global_norm(c.grad_clip), tx) if c.grad_clip else tx
-
-        self.actor_tx = opt(c.actor_lr)
-        self.critic_tx = opt(c.critic_lr)
+        self.critic_module = self.critic_net  # what losses.td_critic_loss reads from its hp
+        self.actor_tx = make_optimizer(float(c.actor_lr), float(c.grad_clip or 0.0))
+        self.critic_tx = make_optimizer(float(c.critic_lr), float(c.grad_clip or 0.0))
         self.train_chunk = jax.jit(self._train_chunk, donate_argnums=0)
         self.init = jax.jit(self._init)
         self._eval_fn = None
@@ -240,84 +244,69 @@ class TD3:
             buffer["next_state"] = jnp.zeros((cap, self.state_dim), jnp.float32)
         zero_i = jnp.zeros((), jnp.int32)
         return TD3State(
-            actor=actor, critic=critic, actor_targ=actor, critic_targ=critic,
-            actor_opt=jax.vmap(self.actor_tx.init)(actor),
-            critic_opt=jax.vmap(self.critic_tx.init)(critic),
+            actor=jax.vmap(lambda p: TrainState.create(apply_fn=self.actor_net.apply, params=p,
+                                                       tx=self.actor_tx))(actor),
+            critic=jax.vmap(lambda p: TrainState.create(apply_fn=self.critic_net.apply, params=p,
+                                                        tx=self.critic_tx))(critic),
+            actor_target=actor, critic_target=critic,
             buffer=buffer, buf_ptr=zero_i, buf_size=zero_i, env_state=env_state, obs=obs,
             ep_score=jnp.zeros((c.num_envs,), jnp.float32),
             last_score=jnp.full((), jnp.nan, jnp.float32), env_steps=zero_i,
             num_updates=zero_i, key=key)
 
     # ------------------------------------------------------------------ update
-    def _critic_regression(self, critic, critic_opt, o, a, y):
-        """One Adam step of the twin critics on sum_k E (Q_k(o, a) - y)^2 (y: no gradient)."""
-        def loss_fn(p):
-            q = self.critic_net.apply(p, o, a)
-            return ((q - y[None]) ** 2).mean(1).sum(), q[0].mean()
+    def _critic_regression(self, critic: TrainState, o, a, r, o2, a2, critic_target):
+        """One step of the twin critics on sum_k E (Q_k(o, a) - y)^2, y = r + gamma
+        min_k Qbar_k(o2, a2) (never a true terminal: see the module docstring)."""
+        y = td_target(self.critic_net, critic_target,
+                      {"next_obs": o2, "rewards": r, "dones": jnp.zeros_like(r)}, a2,
+                      self.config.gamma)
+        critic, loss, aux, _ = apply_loss(critic, lambda p: td_critic_loss(
+            self, None, p, {"obs": o, "actions": a}, y))
+        return critic, loss, aux["q_data"]
 
-        (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic)
-        updates, critic_opt = self.critic_tx.update(grads, critic_opt, critic)
-        return optax.apply_updates(critic, updates), critic_opt, loss, q_mean
-
-    def _actor_ascent(self, actor, actor_opt, loss_fn):
-        loss, grads = jax.value_and_grad(loss_fn)(actor)
-        updates, actor_opt = self.actor_tx.update(grads, actor_opt, actor)
-        return optax.apply_updates(actor, updates), actor_opt, loss
-
-    def _agent_critic_step(self, critic, critic_opt, actor_targ, critic_targ, batch, key):
+    def _agent_critic_step(self, critic, actor_target, critic_target, batch, key):
         c = self.config
-        o, a, r, o2 = batch["obs"], batch["actions"], batch["rewards"], batch["next_obs"]
-        noise = jnp.clip(c.policy_noise * jax.random.normal(key, a.shape), -c.noise_clip,
-                         c.noise_clip)
-        a2 = jnp.clip(self.actor_net.apply(actor_targ, o2) + noise, -1.0, 1.0)
-        q_targ = self.critic_net.apply(critic_targ, o2, a2).min(0)
-        y = jax.lax.stop_gradient(r + c.gamma * q_targ)  # never a true terminal (see docstring)
-        return self._critic_regression(critic, critic_opt, o, a, y)
+        a2 = target_actions(self.actor_net.apply, actor_target, batch["next_obs"], key,
+                            c.policy_noise, c.noise_clip)
+        return self._critic_regression(critic, batch["obs"], batch["actions"], batch["rewards"],
+                                       batch["next_obs"], a2, critic_target)
 
-    def _agent_actor_step(self, actor, actor_opt, critic, obs):
-        return self._actor_ascent(actor, actor_opt, lambda p: -self.critic_net.apply(
-            critic, obs, self.actor_net.apply(p, obs))[0].mean())
+    def _agent_actor_step(self, actor: TrainState, critic_params, obs):
+        actor, loss, _, _ = apply_loss(actor, lambda p: (-self.critic_net.apply(
+            critic_params, obs, self.actor_net.apply(p, obs))[0].mean(), None))
+        return actor, loss
 
-    def _central_critic_step(self, critic, critic_opt, critic_targ, o, a, r, o2, a2):
-        """Agent j's critic step on global states o/o2 [B, state_dim] and joint actions a/a2
-        [B, A*act]."""
-        c = self.config
-        y = jax.lax.stop_gradient(r + c.gamma * self.critic_net.apply(critic_targ, o2, a2).min(0))
-        return self._critic_regression(critic, critic_opt, o, a, y)
-
-    def _central_actor_step(self, actor, actor_opt, critic, obs_j, o, a, j):
+    def _central_actor_step(self, actor: TrainState, critic_params, obs_j, o, a, j):
         """Agent j's actor step: Q_j^1(s, a with agent j's slot replaced by pi_j(o_j))."""
         B = o.shape[0]
 
         def loss_fn(p):
             a_j = self.actor_net.apply(p, obs_j)
             joint = a.reshape(B, self.num_agents, self.act_dim).at[:, j].set(a_j)
-            return -self.critic_net.apply(critic, o, joint.reshape(B, -1))[0].mean()
+            return -self.critic_net.apply(critic_params, o, joint.reshape(B, -1))[0].mean(), None
 
-        return self._actor_ascent(actor, actor_opt, loss_fn)
+        actor, loss, _, _ = apply_loss(actor, loss_fn)
+        return actor, loss
 
     def _critic_steps(self, state: TD3State, batch, key):
         """All agents' critic steps: independent (Q_j(o_j, a_j)) or central (MATD3)."""
         c, A = self.config, self.num_agents
         if not self.central:
             return jax.vmap(self._agent_critic_step)(
-                state.critic, state.critic_opt, state.actor_targ, state.critic_targ, batch,
+                state.critic, state.actor_target, state.critic_target, batch,
                 jax.random.split(key, A))
-        noise = jnp.clip(c.policy_noise * jax.random.normal(key, batch["actions"].shape),
-                         -c.noise_clip, c.noise_clip)
-        a2 = jnp.clip(jax.vmap(self.actor_net.apply)(state.actor_targ, batch["next_obs"])
-                      + noise, -1.0, 1.0)
-        shared = (batch["state"], _joint(batch["actions"]), batch["rewards"],
-                  batch["next_state"], _joint(a2))
-        return jax.vmap(self._central_critic_step, in_axes=(0, 0, 0, None, None, 0, None, None))(
-            state.critic, state.critic_opt, state.critic_targ, *shared)
+        a2 = target_actions(jax.vmap(self.actor_net.apply), state.actor_target,
+                            batch["next_obs"], key, c.policy_noise, c.noise_clip)
+        return jax.vmap(self._critic_regression, in_axes=(0, None, None, 0, None, None, 0))(
+            state.critic, batch["state"], _joint(batch["actions"]), batch["rewards"],
+            batch["next_state"], _joint(a2), state.critic_target)
 
-    def _actor_steps(self, state: TD3State, critic, batch):
+    def _actor_steps(self, state: TD3State, critic_params, batch):
         if not self.central:
-            return jax.vmap(self._agent_actor_step)(state.actor, state.actor_opt, critic,
-                                                    batch["obs"])
-        return jax.vmap(self._central_actor_step, in_axes=(0, 0, 0, 0, None, None, 0))(
-            state.actor, state.actor_opt, critic, batch["obs"], batch["state"],
+            return jax.vmap(self._agent_actor_step)(state.actor, critic_params, batch["obs"])
+        return jax.vmap(self._central_actor_step, in_axes=(0, 0, 0, None, None, 0))(
+            state.actor, critic_params, batch["obs"], batch["state"],
             _joint(batch["actions"]), jnp.arange(self.num_agents))
 
     def update(self, state: TD3State, key: Array) -> Tuple[TD3State, Dict[str, Array]]:
@@ -328,23 +317,23 @@ class TD3:
         batch = {k: v[idx] if k in ("state", "next_state")          # [B, state_dim]
                  else _agents_first(v[idx]) if v.ndim == 3 else v[idx].T   # [A, B, ...]
                  for k, v in state.buffer.items()}
-        critic, critic_opt, c_loss, q_mean = self._critic_steps(state, batch, k_noise)
+        critic, c_loss, q_mean = self._critic_steps(state, batch, k_noise)
         num_updates = state.num_updates + 1
 
         def actor_and_targets(_):
-            actor, actor_opt, a_loss = self._actor_steps(state, critic, batch)
-            return (actor, actor_opt, soft_update(state.actor_targ, actor, c.tau),
-                    soft_update(state.critic_targ, critic, c.tau), a_loss.mean())
+            actor, a_loss = self._actor_steps(state, critic.params, batch)
+            return (actor, optax.incremental_update(actor.params, state.actor_target, c.tau),
+                    optax.incremental_update(critic.params, state.critic_target, c.tau),
+                    a_loss.mean())
 
         def skip(_):
-            return (state.actor, state.actor_opt, state.actor_targ, state.critic_targ,
+            return (state.actor, state.actor_target, state.critic_target,
                     jnp.full((), jnp.nan, jnp.float32))
 
-        actor, actor_opt, actor_targ, critic_targ, a_loss = jax.lax.cond(
+        actor, actor_target, critic_target, a_loss = jax.lax.cond(
             num_updates % c.policy_delay == 0, actor_and_targets, skip, None)
-        state = state.replace(actor=actor, critic=critic, actor_targ=actor_targ,
-                              critic_targ=critic_targ, actor_opt=actor_opt,
-                              critic_opt=critic_opt, num_updates=num_updates)
+        state = state.replace(actor=actor, critic=critic, actor_target=actor_target,
+                              critic_target=critic_target, num_updates=num_updates)
         return state, {"critic_loss": c_loss.mean(), "q": q_mean.mean(), "actor_loss": a_loss}
 
     # ------------------------------------------------------------------ online loop
@@ -353,7 +342,7 @@ class TD3:
         key, k_act, k_env, k_reset, k_upd = jax.random.split(state.key, 5)
         # 1. act and step
         k_noise, k_unif = jax.random.split(k_act)
-        a = self.actor_apply(state.actor, state.obs)
+        a = self.actor_apply(state.actor.params, state.obs)
         a = jnp.clip(a + c.expl_noise * jax.random.normal(k_noise, a.shape), -1.0, 1.0)
         a_rand = jax.random.uniform(k_unif, a.shape, jnp.float32, -1.0, 1.0)
         a = jnp.where(state.env_steps < c.start_steps, a_rand, a)

@@ -1,15 +1,32 @@
-"""Orbax checkpoints of the training carry: atomic, keep the last few, resume from the newest.
+"""Orbax checkpoints of the training carry: atomic, keep the last few, resume from the newest
+readable one.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a process
 killed mid-save leaves no half checkpoint in the list of steps; ``latest_step`` only sees
-finalised ones (leftover temporaries are cleaned on the next start).
+finalised ones (leftover temporaries are cleaned on the next start). A finalised step that
+cannot be read (damaged on disk: truncated, bit-flipped, emptied) is moved aside to
+``checkpoints/damaged/<step>`` with a warning naming it and the error, and the next older
+step is restored instead, so one bad file never locks a run.
+
+Checkpoints written before the learners held one ``flax`` TrainState per network (the state
+then had sibling fields ``actor`` / ``actor_opt``, ...) are restored into the new layout
+(``legacy_layout``): parameters and optimiser states are the same arrays, moved.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
+import warnings
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from flax.training.train_state import TrainState
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint of the directory could be restored; the message names each step's error."""
 
 
 class Checkpointer:
@@ -21,6 +38,7 @@ class Checkpointer:
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                  enable_async_checkpointing=False,
                                                  cleanup_tmp_directories=True))
+        self.restored_step = None
 
     def latest_step(self):
         return self._mgr.latest_step()
@@ -32,15 +50,70 @@ class Checkpointer:
         self._mgr.save(int(step), args=ocp.args.StandardSave(carry))
         self._mgr.wait_until_finished()
 
-    def restore(self, template, step=None):
-        step = self.latest_step() if step is None else step
-        if step is None:
+    def restore(self, template, step=None, set_aside=False):
+        """The carry of ``step`` (default: the newest readable step), shaped like ``template``.
+
+        With ``step=None``, a step that fails to restore is skipped with a warning and the
+        next older one is tried; ``set_aside=True`` (the training launcher, which will write
+        that step again) also moves it to ``checkpoints/damaged/``. An explicit ``step`` is
+        restored or raises. ``restored_step`` tells which step was used."""
+        steps = [step] if step is not None else sorted(self._mgr.all_steps(), reverse=True)
+        if not steps or steps[0] is None:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        errors = []
+        for s in steps:
+            try:
+                carry = self._restore_step(template, s)
+            except Exception as e:  # noqa: BLE001 - any read/format error: the step is unusable
+                if step is not None:
+                    raise
+                errors.append(f"step {s}: {type(e).__name__}: {_first_line(e)}")
+                self._skip(s, e, set_aside)
+                continue
+            self.restored_step = s
+            return carry
+        raise CheckpointError(f"no checkpoint in {self.directory} could be restored ("
+                              + "; ".join(errors) + ")")
+
+    def _restore_step(self, template, step):
         abstract = jax.tree.map(_on_local_device, template)
-        return self._mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+        try:
+            return self._mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception:
+            legacy = legacy_layout(abstract)
+            if legacy is None:
+                raise
+            try:
+                raw = self._mgr.restore(step, args=ocp.args.StandardRestore(legacy))
+            except Exception:
+                pass
+            else:
+                return from_legacy_layout(template, raw)
+            raise
+
+    def _skip(self, step, error, set_aside):
+        where = ""
+        if set_aside:
+            src = os.path.join(self.directory, str(step))
+            dst = os.path.join(self.directory, "damaged", str(step))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            if os.path.exists(dst):
+                shutil.rmtree(dst)
+            if os.path.exists(src):
+                os.replace(src, dst)
+            self._mgr.reload()
+            where = f"; moved to {dst}"
+        warnings.warn(f"checkpoint step {step} in {self.directory} could not be restored "
+                      f"({type(error).__name__}: {_first_line(error)}){where}; trying the next "
+                      "older one", RuntimeWarning, stacklevel=3)
 
     def close(self):
         self._mgr.close()
+
+
+def _first_line(e, limit=200):
+    text = str(e).strip().splitlines()
+    return (text[0] if text else "")[:limit]
 
 
 def _on_local_device(leaf):
@@ -53,3 +126,49 @@ def _on_local_device(leaf):
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         leaf = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device)
     return leaf
+
+
+# ----------------------------------------------------------------------------- legacy layout
+def _train_state_fields(state):
+    return [f.name for f in dataclasses.fields(state)
+            if isinstance(getattr(state, f.name), TrainState)]
+
+
+def legacy_layout(carry):
+    """The pre-TrainState layout of a TrainCarry (a dict tree: ``state.<net>`` = parameters,
+    ``state.<net>_opt`` = optimiser state, other fields as they are), or None when the carry's
+    state holds no TrainState."""
+    state = getattr(carry, "state", None)
+    if state is None or not dataclasses.is_dataclass(state) or not _train_state_fields(state):
+        return None
+    nets = _train_state_fields(state)
+    old = {}
+    for f in dataclasses.fields(state):
+        if not f.metadata.get("pytree_node", True):
+            continue
+        v = getattr(state, f.name)
+        if f.name in nets:
+            old[f.name], old[f.name + "_opt"] = v.params, v.opt_state
+        else:
+            old[f.name] = v
+    return {"state": old, "key": carry.key, "chunk": carry.chunk}
+
+
+def from_legacy_layout(template, raw):
+    """``template`` (a TrainCarry in the TrainState layout) filled with a ``legacy_layout``
+    tree's arrays; each TrainState's own step counter is set to the state's step."""
+    state, old = template.state, raw["state"]
+    new = {}
+    for f in dataclasses.fields(state):
+        if not f.metadata.get("pytree_node", True):
+            continue
+        v = getattr(state, f.name)
+        if isinstance(v, TrainState):  # old step [seeds] -> [seeds, agents]
+            old_step = jnp.asarray(old["step"])
+            step = jnp.broadcast_to(
+                old_step.reshape(old_step.shape + (1,) * (len(v.step.shape) - old_step.ndim)),
+                v.step.shape).astype(v.step.dtype)
+            new[f.name] = v.replace(step=step, params=old[f.name], opt_state=old[f.name + "_opt"])
+        else:
+            new[f.name] = old[f.name]
+    return template.replace(state=state.replace(**new), key=raw["key"], chunk=raw["chunk"])

@@ -101,3 +101,13 @@ def flatten(config, prefix=""):
         else:
             out[key] = v
     return out
+
+
+def exit_bad_override(error):
+    """Exit with one line naming a ``--config.<field>=...`` override that names no field
+    (ml_collections raises while the config flag is defined; its "did you mean" is kept)."""
+    import sys
+    bad = [a.split("=")[0] for a in sys.argv[1:] if a.startswith("--config.")]
+    detail = " ".join(str(error).encode().decode("unicode_escape").replace("'", "").split())
+    sys.exit(f"error: {' / '.join(bad) or '--config'}: unknown field {detail} "
+             "(--helpfull lists every field)")
