@@ -26,6 +26,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dom2_jax.registry import ALGOS, QUALITIES, TASKS as ENVS, algo_module
+from dom2_jax.training import reporting, seed_plan
+from dom2_jax.training.trainer import carry_template
 from experiments.configs import common
 
 FLAGS = flags.FLAGS
@@ -36,6 +38,11 @@ flags.DEFINE_string("dataset", None, "Dataset directory (overrides --quality/--d
 flags.DEFINE_string("data_root", "datasets", "Root of generated datasets: ROOT/ENV/QUALITY[-N].")
 flags.DEFINE_bool("generate_missing", False, "Generate the dataset first if it does not exist.")
 flags.DEFINE_integer("num_seeds", 1, "Seeds trained together (vmapped; sharded over devices).")
+flags.DEFINE_integer("seed_group", 0,
+                     "Seeds vmapped per program; the --num_seeds seeds run as groups of this "
+                     "size. 0 (default): planned from XLA's memory analysis and measured "
+                     "seed-updates/s (dom2_jax.training.seed_plan), recorded in "
+                     "WORKDIR/seed_plan.json and reused on resume.")
 flags.DEFINE_integer("seed", 0, "Base seed; seed i uses fold_in(PRNGKey(seed), i).")
 flags.DEFINE_string("workdir", None, "Output directory (resumes if it holds checkpoints).")
 flags.DEFINE_enum("shift", None, ["speed", "R", "E"],
@@ -212,6 +219,8 @@ def run(argv_flags=FLAGS):
         raise SystemExit("give --quality (with --data_root) or --dataset=DIR")
     if f.num_seeds < 1:
         raise SystemExit(f"--num_seeds must be >= 1, got {f.num_seeds}")
+    if f.seed_group < 0:
+        raise SystemExit(f"--seed_group must be >= 0 (0: planned), got {f.seed_group}")
     mpe = f.env.startswith("mpe_")
     if f.shift is not None and (f.shift == "speed") != mpe:
         raise SystemExit(f"--shift={f.shift} does not apply to {f.env}: use "
@@ -230,6 +239,10 @@ def run(argv_flags=FLAGS):
     if hasattr(algo, "Hparams"):
         algo.Hparams.from_config(config.agent, env.num_agents, env.obs_dim, env.act_dim)
     eval_backend = resolve_eval_backend(env, f.eval_backend)
+    # All seeds' training states are held between groups: refuse sizes the host cannot hold
+    # before anything is allocated (shapes only).
+    seed_plan.check_states_fit(
+        seed_plan.tree_bytes(carry_template(algo, config.agent, env, 1)), f.num_seeds)
 
     if os.path.exists(f.workdir) and not os.path.isdir(f.workdir):
         raise SystemExit(f"--workdir {f.workdir!r} is a file, not a directory")
@@ -286,10 +299,11 @@ def run(argv_flags=FLAGS):
     seeds = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(f.seed), i))(
         jnp.arange(f.num_seeds))
     init = jax.jit(jax.vmap(trainer.init))
-    chunk = jax.jit(jax.vmap(trainer.chunk))
     carry = init(seeds)
+    plan, chunk = plan_seed_groups(f, trainer, algo, arrays, carry)
+    groups = seed_plan.group_indices(f.num_seeds, plan.group)
     n_dev = jax.device_count()
-    if n_dev > 1 and f.num_seeds % n_dev == 0:
+    if n_dev > 1 and f.num_seeds % n_dev == 0 and plan.group == f.num_seeds:
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
         mesh = Mesh(np.array(jax.devices()), ("seed",))
         carry = jax.device_put(carry, NamedSharding(mesh, PartitionSpec("seed")))
@@ -319,7 +333,7 @@ def run(argv_flags=FLAGS):
     ev = None
     for c in range(start, trainer.num_chunks):
         tc = time.time()
-        carry, summary, ev = chunk(carry)
+        carry, summary, ev = run_groups(chunk, carry, groups, f.num_seeds)
         summary, ev = jax.device_get((summary, ev))
         if eval_backend == "cpu":
             ev = host_evaluate(carry.state, ev["eval_key"])
@@ -365,6 +379,7 @@ def run(argv_flags=FLAGS):
                "shift": f.shift,
                "reference_returns": refs, "config": config.to_dict(),
                "wall_clock_s": wall, "first_chunk_s_incl_compile": compile_s,
+               "seed_plan": plan.to_json(),
                "updates_per_s_per_seed": (trainer.num_chunks - start) * k / max(wall, 1e-9),
                "system": reporting.system_info(), "seeds": []}
     if trainer.obs_stats is not None:  # what act() needs: obs -> (obs - mean) / std first
@@ -417,6 +432,67 @@ def run(argv_flags=FLAGS):
     print(_summary_line(results))
     print(f"results: {os.path.join(f.workdir, 'results.json')}")
     return results
+
+
+def plan_seed_groups(f, trainer, algo, arrays, carry):
+    """(SeedPlan, compiled vmapped chunk for the plan's group width); see
+    ``dom2_jax.training.seed_plan``. A workdir's recorded plan is reused."""
+    import jax
+
+    from dom2_jax.training.trainer import scan_updates
+    k = f.num_seeds
+    take = lambda idx: jax.tree.map(lambda x: x[idx], carry)
+    chunk_fn = jax.jit(jax.vmap(trainer.chunk))
+    compiled = {}
+
+    def compile_chunk(g):
+        if g not in compiled:
+            compiled[g] = chunk_fn.lower(take(np.zeros(g, int))).compile()
+        return compiled[g]
+
+    plan_file = os.path.join(f.workdir, "seed_plan.json")
+    stored = json.load(open(plan_file)) if os.path.exists(plan_file) else {}
+    one = compile_chunk(1) if k > 1 else None
+    one_bytes = seed_plan.compiled_bytes(one) if one is not None else None
+    capacity = seed_plan.device_free_bytes()
+    if stored.get("num_seeds") == k and stored.get("group"):
+        group, reason, rates, max_group = int(stored["group"]), "recorded in seed_plan.json", \
+            stored.get("rates", {}), stored.get("max_group")
+    elif f.seed_group > 0 or k == 1:
+        group, reason, rates, max_group = min(f.seed_group or 1, k), "--seed_group", {}, None
+    else:
+        max_group = seed_plan.memory_plan(one_bytes, k, capacity)
+        n = 8  # updates per timing call
+
+        def rate_of(g):
+            fn = jax.jit(jax.vmap(lambda st, key: scan_updates(algo.update, st, arrays, key, n),
+                                  in_axes=(0, None)))
+            return seed_plan.timed_rate(fn, (take(np.zeros(g, int)).state,
+                                             jax.random.PRNGKey(0)), n, g)
+
+        group, rates = seed_plan.choose_group(k, max_group, rate_of, log=_say)
+        reason = "measured"
+    plan = seed_plan.SeedPlan(group=group, num_groups=-(-k // group), bytes_per_seed=one_bytes,
+                              capacity_bytes=capacity, max_group=max_group,
+                              rates={str(a): b for a, b in rates.items()}, reason=reason)
+    chunk = compile_chunk(group)
+    if k == 1:  # the one compile a single seed needs anyway: check that it fits
+        seed_plan.memory_plan(seed_plan.compiled_bytes(chunk), 1, capacity)
+    if k > 1:
+        _say(f"seed plan: {k} seeds as {plan.num_groups} group(s) of {group} ({reason})")
+    reporting.write_json(plan_file, dict(plan.to_json(), num_seeds=k))
+    return plan, chunk
+
+
+def run_groups(chunk, carry, groups, num_seeds):
+    """One chunk for every seed, group by group (each group one call of the compiled vmapped
+    chunk; the padded tail of the last group is dropped)."""
+    import jax
+    import jax.numpy as jnp
+    if len(groups) == 1 and len(groups[0]) == num_seeds:
+        return chunk(carry)
+    outs = [chunk(jax.tree.map(lambda x: x[idx], carry)) for idx in groups]
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:num_seeds], *outs)
 
 
 def disk_full(error) -> bool:

@@ -19,7 +19,7 @@ from experiments import evaluate
 def bc_run(tmp_path_factory, spread_random_dataset_dir):
     wd = tmp_path_factory.mktemp("eval") / "bc"
     r = launch_train(["--algo=bc", "--env=mpe_spread", "--dataset=" + spread_random_dataset_dir,
-                      "--preset=smoke", "--num_seeds=2", "--shift=speed",
+                      "--preset=smoke", "--num_seeds=2", "--seed_group=2", "--shift=speed",
                       "--config.normalize_obs=True", f"--workdir={wd}"], wd.parent / "cache")
     assert r.returncode == 0, r.stderr[-3000:]
     return wd
