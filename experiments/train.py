@@ -17,6 +17,7 @@ import hashlib
 import importlib
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -205,7 +206,6 @@ def run(argv_flags=FLAGS):
     from tqdm import tqdm
 
     from dom2_jax import data, envs
-    from dom2_jax.training import reporting
     from dom2_jax.training.checkpoint import Checkpointer
     from dom2_jax.training.checks import NonFiniteLossError
     from dom2_jax.training.host_eval import make_cpu_evaluate, resolve_eval_backend
@@ -251,6 +251,7 @@ def run(argv_flags=FLAGS):
     data.check_compatible(ds, expected_env=f.env,
                           expected_shapes={"num_agents": env.num_agents, "obs_dim": env.obs_dim,
                                            "act_dim": env.act_dim}, where=f"dataset {path!r}")
+    new_workdir = not os.path.exists(f.workdir)
     os.makedirs(f.workdir, exist_ok=True)  # only once the config and the data are known good
     _lock = lock_workdir(f.workdir)  # noqa: F841  (held until this process exits)
     # The files' digests (meta.sha256) name the data this run trains on: a dataset regenerated
@@ -290,7 +291,6 @@ def run(argv_flags=FLAGS):
             print(_summary_line(stored))
             print(f"results: {os.path.join(f.workdir, 'results.json')}")
             return stored
-    reporting.write_json(cfg_file, resolved)
 
     arrays = data.to_device(ds)
     trainer = make_train(config, arrays, env, shift_env, evaluate_in_chunk=eval_backend == "jax")
@@ -300,7 +300,15 @@ def run(argv_flags=FLAGS):
         jnp.arange(f.num_seeds))
     init = jax.jit(jax.vmap(trainer.init))
     carry = init(seeds)
-    plan, chunk = plan_seed_groups(f, trainer, algo, arrays, carry)
+    try:  # refuses sizes that cannot fit, before anything of the run is written
+        plan, chunk = plan_seed_groups(f, trainer, algo, arrays, carry)
+    except ValueError:
+        if new_workdir:
+            shutil.rmtree(f.workdir, ignore_errors=True)
+        raise
+    reporting.write_json(cfg_file, resolved)
+    reporting.write_json(os.path.join(f.workdir, "seed_plan.json"),
+                         dict(plan.to_json(), num_seeds=f.num_seeds))
     groups = seed_plan.group_indices(f.num_seeds, plan.group)
     n_dev = jax.device_count()
     if n_dev > 1 and f.num_seeds % n_dev == 0 and plan.group == f.num_seeds:
@@ -480,7 +488,6 @@ def plan_seed_groups(f, trainer, algo, arrays, carry):
         seed_plan.memory_plan(seed_plan.compiled_bytes(chunk), 1, capacity)
     if k > 1:
         _say(f"seed plan: {k} seeds as {plan.num_groups} group(s) of {group} ({reason})")
-    reporting.write_json(plan_file, dict(plan.to_json(), num_seeds=k))
     return plan, chunk
 
 

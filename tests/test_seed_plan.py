@@ -89,3 +89,9 @@ def test_grouped_seeds_match_one_program_and_the_plan_is_kept(tmp_path,
                       f"--workdir={tmp_path / 'huge'}"], cache, timeout=120)
     assert r.returncode != 0 and "--num_seeds=1000000 needs" in r.stderr
     assert not (tmp_path / "huge").exists()
+    r = launch_train(common[:3] + ["--dataset=" + spread_random_dataset_dir,
+                                   "--config.agent.batch_size=1000000000",
+                                   f"--workdir={tmp_path / 'big_batch'}"], cache, timeout=300)
+    assert r.returncode != 0 and "one seed's training program needs" in r.stderr
+    assert "--config.agent.batch_size" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "big_batch").exists()       # nothing written
