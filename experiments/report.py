@@ -483,7 +483,120 @@ def variant_label(g) -> str:
     return name
 
 
-def markdown(groups, records, metric, figures, root=".", paper_rows=None) -> str:
+# -------------------------------------------------------------------------------- claims
+
+MIN_SEEDS = 3
+
+
+def _ms(g):
+    return f"{g['final_mean']:.1f} ± {g['final_std']:.1f} ({g['num_seeds']})"
+
+
+def _compare(a, b, a_label, b_label, min_seeds):
+    """Verdict of "a is not below b" with a one-standard-deviation margin (the larger of the
+    two groups' population stds over seeds)."""
+    if a is None or b is None:
+        missing = [lbl for g, lbl in ((a, a_label), (b, b_label)) if g is None]
+        return "not yet", f"no finished {' / '.join(missing)} run"
+    few = [lbl for g, lbl in ((a, a_label), (b, b_label)) if g["num_seeds"] < min_seeds]
+    evidence = (f"{a_label} {_ms(a)} vs {b_label} {_ms(b)}: "
+                f"{a['final_mean'] - b['final_mean']:+.1f}")
+    if "protocol" in a and "protocol" in b:
+        diff = protocol_differences([a, b])
+        if diff:
+            return "not comparable", evidence + "; trained or evaluated differently: " \
+                + _describe_differences(diff)
+    if few:
+        return "not yet", evidence + f" (fewer than {min_seeds} seeds: {', '.join(few)})"
+    margin = max(a["final_std"], b["final_std"])
+    diff = a["final_mean"] - b["final_mean"]
+    if diff >= 0:
+        return "holds", evidence
+    if diff >= -margin:
+        return "holds (within 1 std)", evidence + f", within the 1-std margin {margin:.1f}"
+    return "does not hold", evidence + f", beyond the 1-std margin {margin:.1f}"
+
+
+def claims(groups: List[Dict], paper_rows: Optional[List[Dict]] = None,
+           min_seeds: int = MIN_SEEDS) -> List[Dict]:
+    """A verdict on each of the paper's claims that the runs can test, one entry per cell:
+
+    * ``dom2_vs_sfbc`` (issue #26's bar): DOM2 is not below MA-SfBC (its BC-only relative) by
+      more than one standard deviation over seeds, per task and quality;
+    * ``dom2_best`` (Tables 1 and 3): DOM2 has the best mean among the algorithms run on the
+      cell (a "within 1 std" verdict when the best is ahead by less than a std);
+    * ``dom2_best_shifted`` (Tables 2 and 4): the same on each shifted environment;
+    * ``data_efficiency`` (Fig. 5): DOM2 trained on 5% of the data is not below each
+      baseline trained on all of it;
+    * ``ablations`` (Fig. 6): full DOM2 is not below each of its ablations.
+    Every verdict needs ``min_seeds`` seeds per group ("not yet" otherwise)."""
+    full = {(g["env"], g["quality"], g["algo"]): g for g in groups
+            if g["fraction"] == 1.0 and g["ablation"] in (None, "full")}
+    out = []
+
+    def add(claim, env, quality, scope, verdict, evidence):
+        out.append({"claim": claim, "env": env, "quality": quality, "scope": scope,
+                    "verdict": verdict, "evidence": evidence})
+
+    cells = sorted({(e, q) for e, q, _ in full}, key=lambda c: (_index(ENVS, c[0]),
+                                                                _index(QUALITIES, c[1])))
+    for env, q in cells:
+        d = full.get((env, q, "dom2"))
+        add("dom2_vs_sfbc", env, q, "standard env",
+            *_compare(d, full.get((env, q, "masfbc")), "DOM2", "MA-SfBC", min_seeds))
+        rivals = [g for (e, qq, a), g in full.items() if e == env and qq == q and a != "dom2"]
+        if rivals:
+            best = max(rivals, key=lambda g: g["final_mean"])
+            label = f"best other ({ALGO_LABELS.get(best['algo'], best['algo'])})"
+            add("dom2_best", env, q, "standard env", *_compare(d, best, "DOM2", label, min_seeds))
+        for frac_g in groups:
+            if (frac_g["env"], frac_g["quality"], frac_g["algo"]) == (env, q, "dom2") \
+                    and frac_g["ablation"] in (None, "full") and frac_g["fraction"] < 1.0:
+                for rival in rivals:
+                    add("data_efficiency", env, q,
+                        f"DOM2 at {frac_g['fraction']:g} of the data vs "
+                        f"{ALGO_LABELS.get(rival['algo'], rival['algo'])} at all of it",
+                        *_compare(frac_g, rival, f"DOM2 ({frac_g['fraction']:g})",
+                                  ALGO_LABELS.get(rival["algo"], rival["algo"]), min_seeds))
+            if (frac_g["env"], frac_g["quality"], frac_g["algo"]) == (env, q, "dom2") \
+                    and frac_g["ablation"] not in (None, "full") and frac_g["fraction"] == 1.0:
+                add("ablations", env, q, f"DOM2 vs DOM2 {frac_g['ablation']}",
+                    *_compare(d, frac_g, "DOM2", f"DOM2 {frac_g['ablation']}", min_seeds))
+    shifted = {}
+    for r in paper_rows or []:
+        if r["shift"] is not None and r["finished"] and r["mean"] is not None:
+            shifted.setdefault((r["env"], r["shift"], r["quality"]), {})[r["algo"]] = {
+                "final_mean": r["mean"], "final_std": r["std"], "num_seeds": r["num_seeds"]}
+    for (env, shift, q), by_algo in sorted(shifted.items(), key=lambda kv: (
+            _index(ENVS, kv[0][0]), _index(SHIFT_ORDER, kv[0][1]), _index(QUALITIES, kv[0][2]))):
+        rivals = {a: g for a, g in by_algo.items() if a != "dom2"}
+        if not rivals:
+            continue
+        best_a = max(rivals, key=lambda a: rivals[a]["final_mean"])
+        add("dom2_best_shifted", env, q, f"shift {shift}",
+            *_compare(by_algo.get("dom2"), rivals[best_a], "DOM2",
+                      f"best other ({ALGO_LABELS.get(best_a, best_a)})", min_seeds))
+    return out
+
+
+CLAIM_TEXT = {
+    "dom2_vs_sfbc": "DOM2 not below MA-SfBC by more than 1 std (issue #26)",
+    "dom2_best": "DOM2 best in every cell (Tables 1, 3)",
+    "dom2_best_shifted": "DOM2 best in shifted environments (Tables 2, 4)",
+    "data_efficiency": "DOM2 with 5% of the data matches the baselines (Fig. 5)",
+    "ablations": "removing any DOM2 component hurts (Fig. 6)",
+}
+
+
+def claims_table(rows: List[Dict]) -> str:
+    return _table(["claim", "task", "quality", "scope", "verdict",
+                   "evidence (mean ± std (seeds))"],
+                  [[CLAIM_TEXT.get(r["claim"], r["claim"]), r["env"], r["quality"], r["scope"],
+                    f"**{r['verdict']}**", r["evidence"]] for r in rows])
+
+
+def markdown(groups, records, metric, figures, root=".", paper_rows=None,
+             claim_rows=None) -> str:
     what = ("normalised score (100 = dataset expert, 0 = random)" if metric == "normalised"
             else "episode score (raw return)")
     t = tables(groups, metric)
@@ -491,6 +604,12 @@ def markdown(groups, records, metric, figures, root=".", paper_rows=None) -> str
           f"Metric: **{what}**; cells are mean ± std over seeds of each seed's final "
           "evaluation, with the number of seeds in brackets (std: population, over seeds). "
           "Bold: best mean in the row. –: no finished run.\n"]
+    if claim_rows:
+        md += ["## The paper's claims at this scale\n",
+               f"A verdict needs {MIN_SEEDS} seeds per group and compares final scores (raw "
+               "return) with a margin of one standard deviation over seeds (the larger of the "
+               "two groups'). Rows compare groups of the same protocol only where the tables "
+               "below say so.\n", claims_table(claim_rows), ""]
     if "main" in t:
         md += ["## Final performance (Table 1/3 layout)\n", t["main"], "",
                "## Best evaluation during training (mean ± std over seeds of each seed's best)\n",
@@ -724,15 +843,17 @@ def make_report(root, out: Optional[str] = None, metric: str = "normalised",
                          + "; ".join(f"{r['env']} {r['quality']}: "
                                      + _describe_differences(r["differences"]) for r in unequal))
     paper_rows = paper_comparison(records)
+    claim_rows = claims(aggregate(records, "score"), paper_rows)
     os.makedirs(out, exist_ok=True)
     figures = (bar_charts(groups, metric, out) + learning_curves(records, metric, out)
                + paper_charts(paper_rows, out))
     from dom2_jax.training.reporting import atomic_write_text, write_json
     atomic_write_text(os.path.join(out, "report.md"),
-                      markdown(groups, records, metric, figures, root, paper_rows))
+                      markdown(groups, records, metric, figures, root, paper_rows,
+                               claim_rows))
     rep = {"root": os.path.abspath(root), "roots": [os.path.abspath(r) for r in roots],
            "metric": metric, "groups": groups, "row_protocols": protocols,
-           "paper_comparison": paper_rows,
+           "paper_comparison": paper_rows, "claims": claim_rows,
            "runs": [{k: r.get(k) for k in ("workdir", "status", "env", "quality", "algo",
                                            "ablation", "fraction")} for r in records],
            "figures": figures}

@@ -406,3 +406,34 @@ def test_plot_runs_draws_each_metric_of_each_run(tmp_path):
     assert os.path.getsize(out) > 5000 and not os.path.exists(out + ".tmp.png")
     with pytest.raises(FileNotFoundError, match="metrics.csv does not exist"):
         plot_runs.plot_runs([str(tmp_path / "nope")], ["eval"], str(tmp_path / "y.png"))
+
+
+def test_report_gives_a_verdict_per_claim(tmp_path):
+    """report.md/json state each testable claim's verdict: DOM2 vs MA-SfBC within one std
+    (issue #26), DOM2 best (Tables 1/3), 5% data (Fig. 5), ablations (Fig. 6); fewer than
+    three seeds, or a missing group, is "not yet"; different budgets are "not comparable"."""
+    root = tmp_path / "runs"
+    _fake_run(root, "mpe_spread/expert/dom2/seed0-n3", "dom2", [10.0, 12.0, 14.0])
+    _fake_run(root, "mpe_spread/expert/masfbc/seed0-n3", "masfbc", [11.0, 13.0, 15.0])
+    _fake_run(root, "mpe_spread/expert/bc/seed0-n3", "bc", [20.0, 21.0, 22.0])
+    _fake_run(root, "mpe_spread/expert/dom2-no_q/seed0-n3", "dom2", [1.0, 2.0, 3.0],
+              agent={"eta": 0.0})
+    _fake_run(root, "mpe_spread/expert/dom2-frac0.05/seed0", "dom2", [9.0], fraction=0.05)
+    rep = report.make_report(str(root), metric="score")
+    by = {(c["claim"], c["scope"]): c for c in rep["claims"]}
+    # DOM2 12 +- 1.63 vs MA-SfBC 13 +- 1.63: 1 below, inside one std
+    assert by["dom2_vs_sfbc", "standard env"]["verdict"] == "holds (within 1 std)"
+    best = by["dom2_best", "standard env"]
+    assert best["verdict"] == "does not hold" and "best other (BC)" in best["evidence"]
+    assert by["ablations", "DOM2 vs DOM2 no_q"]["verdict"] == "holds"
+    eff = by["data_efficiency", "DOM2 at 0.05 of the data vs BC at all of it"]
+    assert eff["verdict"] == "not yet" and "fewer than 3 seeds" in eff["evidence"]
+    md = (root / "report.md").read_text()
+    assert "## The paper's claims at this scale" in md
+    assert "| DOM2 not below MA-SfBC by more than 1 std (issue #26) | mpe_spread | expert |" in md
+    # a different budget: no verdict
+    _fake_run(root, "mpe_spread/expert/matd3bc/seed0-n3", "matd3bc", [30.0, 30.0, 30.0],
+              curve_steps=(50, 200))
+    rep = report.make_report(str(root), metric="score")
+    best = {(c["claim"], c["scope"]): c for c in rep["claims"]}["dom2_best", "standard env"]
+    assert best["verdict"] == "not comparable" and "num_updates" in best["evidence"]
