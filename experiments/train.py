@@ -39,6 +39,10 @@ flags.DEFINE_string("dataset", None, "Dataset directory (overrides --quality/--d
 flags.DEFINE_string("data_root", "datasets", "Root of generated datasets: ROOT/ENV/QUALITY[-N].")
 flags.DEFINE_bool("generate_missing", False, "Generate the dataset first if it does not exist.")
 flags.DEFINE_integer("num_seeds", 1, "Seeds trained together (vmapped; sharded over devices).")
+flags.DEFINE_integer("devices", 0,
+                     "Local devices the seeds are sharded over (0: all). Each group of vmapped "
+                     "seeds is split evenly over them (padded when it does not divide); one "
+                     "seed's state, optimiser and metrics stay on one device.")
 flags.DEFINE_integer("seed_group", 0,
                      "Seeds vmapped per program; the --num_seeds seeds run as groups of this "
                      "size. 0 (default): planned from XLA's memory analysis and measured "
@@ -221,6 +225,8 @@ def run(argv_flags=FLAGS):
         raise SystemExit(f"--num_seeds must be >= 1, got {f.num_seeds}")
     if f.seed_group < 0:
         raise SystemExit(f"--seed_group must be >= 0 (0: planned), got {f.seed_group}")
+    if f.devices < 0:
+        raise SystemExit(f"--devices must be >= 0 (0: all local devices), got {f.devices}")
     mpe = f.env.startswith("mpe_")
     if f.shift is not None and (f.shift == "speed") != mpe:
         raise SystemExit(f"--shift={f.shift} does not apply to {f.env}: use "
@@ -300,8 +306,16 @@ def run(argv_flags=FLAGS):
         jnp.arange(f.num_seeds))
     init = jax.jit(jax.vmap(trainer.init))
     carry = init(seeds)
+    devices = jax.local_devices()[:f.devices or None]
+    if f.devices > len(jax.local_devices()):
+        raise SystemExit(f"--devices={f.devices}: only {len(jax.local_devices())} local "
+                         "device(s)")
+    sharding = None
+    if len(devices) > 1:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+        sharding = NamedSharding(Mesh(np.array(devices), ("seed",)), PartitionSpec("seed"))
     try:  # refuses sizes that cannot fit, before anything of the run is written
-        plan, chunk = plan_seed_groups(f, trainer, algo, arrays, carry)
+        plan, chunk = plan_seed_groups(f, trainer, algo, arrays, carry, sharding)
     except ValueError:
         if new_workdir:
             shutil.rmtree(f.workdir, ignore_errors=True)
@@ -310,14 +324,8 @@ def run(argv_flags=FLAGS):
     reporting.write_json(os.path.join(f.workdir, "seed_plan.json"),
                          dict(plan.to_json(), num_seeds=f.num_seeds))
     groups = seed_plan.group_indices(f.num_seeds, plan.group)
-    n_dev = jax.device_count()
-    if n_dev > 1 and f.num_seeds % n_dev == 0 and plan.group == f.num_seeds:
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
-        mesh = Mesh(np.array(jax.devices()), ("seed",))
-        carry = jax.device_put(carry, NamedSharding(mesh, PartitionSpec("seed")))
-        _say(f"sharding {f.num_seeds} seeds over {n_dev} devices")
-    elif n_dev > 1:
-        _say(f"warning: {f.num_seeds} seeds do not divide over {n_dev} devices: one device")
+    if sharding is not None:
+        _say(f"sharding each group of {plan.group} seeds over {len(devices)} devices")
 
     ckpt = Checkpointer(os.path.join(f.workdir, "checkpoints"), int(config.keep_checkpoints))
     log = reporting.MetricsLog.load(os.path.join(f.workdir, "metrics.csv"))
@@ -341,7 +349,7 @@ def run(argv_flags=FLAGS):
     ev = None
     for c in range(start, trainer.num_chunks):
         tc = time.time()
-        carry, summary, ev = run_groups(chunk, carry, groups, f.num_seeds)
+        carry, summary, ev = run_groups(chunk, carry, groups, f.num_seeds, sharding)
         summary, ev = jax.device_get((summary, ev))
         if eval_backend == "cpu":
             ev = host_evaluate(carry.state, ev["eval_key"])
@@ -388,6 +396,7 @@ def run(argv_flags=FLAGS):
                "reference_returns": refs, "config": config.to_dict(),
                "wall_clock_s": wall, "first_chunk_s_incl_compile": compile_s,
                "seed_plan": plan.to_json(),
+               "devices": [str(d) for d in devices], "processes": jax.process_count(),
                "updates_per_s_per_seed": (trainer.num_chunks - start) * k / max(wall, 1e-9),
                "system": reporting.system_info(), "seeds": []}
     if trainer.obs_stats is not None:  # what act() needs: obs -> (obs - mean) / std first
@@ -442,32 +451,42 @@ def run(argv_flags=FLAGS):
     return results
 
 
-def plan_seed_groups(f, trainer, algo, arrays, carry):
+def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None):
     """(SeedPlan, compiled vmapped chunk for the plan's group width); see
-    ``dom2_jax.training.seed_plan``. A workdir's recorded plan is reused."""
+    ``dom2_jax.training.seed_plan``. A workdir's recorded plan is reused. With ``sharding``
+    (a 1-D mesh over the seed axis) every group is a multiple of the device count and is
+    compiled for inputs split over the devices."""
     import jax
 
     from dom2_jax.training.trainer import scan_updates
     k = f.num_seeds
+    n_dev = 1 if sharding is None else sharding.mesh.size
     take = lambda idx: jax.tree.map(lambda x: x[idx], carry)
     chunk_fn = jax.jit(jax.vmap(trainer.chunk))
     compiled = {}
 
+    def abstract(g):  # a group's carry as sharded shapes (every leaf has the seed axis first)
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct((g,) + x.shape[1:], x.dtype,
+                                                           sharding=sharding), carry)
+
     def compile_chunk(g):
         if g not in compiled:
-            compiled[g] = chunk_fn.lower(take(np.zeros(g, int))).compile()
+            compiled[g] = chunk_fn.lower(abstract(g) if sharding is not None
+                                         else take(np.zeros(g, int))).compile()
         return compiled[g]
 
     plan_file = os.path.join(f.workdir, "seed_plan.json")
     stored = json.load(open(plan_file)) if os.path.exists(plan_file) else {}
-    one = compile_chunk(1) if k > 1 else None
+    # one seed per device (SPMD: the analysis is per device)
+    one = compile_chunk(n_dev) if k > 1 else None
     one_bytes = seed_plan.compiled_bytes(one) if one is not None else None
     capacity = seed_plan.device_free_bytes()
     if stored.get("num_seeds") == k and stored.get("group"):
         group, reason, rates, max_group = int(stored["group"]), "recorded in seed_plan.json", \
             stored.get("rates", {}), stored.get("max_group")
-    elif f.seed_group > 0 or k == 1:
-        group, reason, rates, max_group = min(f.seed_group or 1, k), "--seed_group", {}, None
+    elif f.seed_group > 0 or k == 1 or n_dev > 1:
+        group, reason, rates, max_group = (min(f.seed_group or k, k), "--seed_group" if
+                                           f.seed_group else "all seeds on the devices", {}, None)
     else:
         max_group = seed_plan.memory_plan(one_bytes, k, capacity)
         n = 8  # updates per timing call
@@ -480,6 +499,7 @@ def plan_seed_groups(f, trainer, algo, arrays, carry):
 
         group, rates = seed_plan.choose_group(k, max_group, rate_of, log=_say)
         reason = "measured"
+    group = -(-group // n_dev) * n_dev  # an equal share per device (padded)
     plan = seed_plan.SeedPlan(group=group, num_groups=-(-k // group), bytes_per_seed=one_bytes,
                               capacity_bytes=capacity, max_group=max_group,
                               rates={str(a): b for a, b in rates.items()}, reason=reason)
@@ -491,15 +511,23 @@ def plan_seed_groups(f, trainer, algo, arrays, carry):
     return plan, chunk
 
 
-def run_groups(chunk, carry, groups, num_seeds):
+def run_groups(chunk, carry, groups, num_seeds, sharding=None):
     """One chunk for every seed, group by group (each group one call of the compiled vmapped
-    chunk; the padded tail of the last group is dropped)."""
+    chunk; the padded tail of the last group is dropped). With ``sharding`` each group is
+    placed split over the devices and the outputs are gathered."""
     import jax
     import jax.numpy as jnp
-    if len(groups) == 1 and len(groups[0]) == num_seeds:
+    if sharding is None and len(groups) == 1 and len(groups[0]) == num_seeds:
         return chunk(carry)
-    outs = [chunk(jax.tree.map(lambda x: x[idx], carry)) for idx in groups]
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:num_seeds], *outs)
+    outs = []
+    for idx in groups:
+        sub = jax.tree.map(lambda x: x[idx], carry)
+        if sharding is not None:
+            sub = jax.device_put(jax.device_get(sub), sharding)
+        out = chunk(sub)
+        outs.append(jax.device_get(out) if sharding is not None else out)
+    cat = np.concatenate if sharding is not None else jnp.concatenate
+    return jax.tree.map(lambda *xs: cat(xs)[:num_seeds], *outs)
 
 
 def disk_full(error) -> bool:

@@ -95,3 +95,29 @@ def test_grouped_seeds_match_one_program_and_the_plan_is_kept(tmp_path,
     assert r.returncode != 0 and "one seed's training program needs" in r.stderr
     assert "--config.agent.batch_size" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "big_batch").exists()       # nothing written
+
+
+def test_seeds_sharded_over_two_devices_equal_one_device(tmp_path, spread_random_dataset_dir):
+    """Issue #30: 3 seeds over 2 (forced host) devices, padded to 2 + 2, give the numbers of
+    the same seeds on one device in groups of 2 (to float32 rounding: the SPMD program's
+    kernels may differ in the last bits; DOM2's smoke run matched bit for bit); results.json
+    names the devices and processes."""
+    import os
+    cache = str(tmp_path / "cache")
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    common = ["--algo=bc", "--env=mpe_spread", "--preset=smoke", "--num_seeds=3",
+              "--dataset=" + spread_random_dataset_dir]
+    res = {}
+    for name, extra in (("two", ["--devices=0"]), ("one", ["--devices=1", "--seed_group=2"])):
+        old = os.environ.get("XLA_FLAGS")
+        os.environ.update(env)
+        try:
+            r = launch_train(common + extra + [f"--workdir={tmp_path / name}"], cache)
+        finally:
+            os.environ.pop("XLA_FLAGS") if old is None else os.environ.update(XLA_FLAGS=old)
+        assert r.returncode == 0, r.stderr[-2000:]
+        res[name] = json.load(open(tmp_path / name / "results.json"))
+    assert res["two"]["devices"] == ["cpu:0", "cpu:1"] and res["one"]["devices"] == ["cpu:0"]
+    assert res["two"]["processes"] == 1 and res["two"]["seed_plan"]["group"] == 4
+    np.testing.assert_allclose([s["final_score_mean"] for s in res["two"]["seeds"]],
+                               [s["final_score_mean"] for s in res["one"]["seeds"]], rtol=1e-4)
