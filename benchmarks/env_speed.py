@@ -33,6 +33,15 @@ import platform
 import sys
 import time
 
+import jax
+import matplotlib
+import matplotlib.pyplot as plt
+
+from benchmarks import env_speed_mjx, env_speed_mpe
+from benchmarks.solver_steps import device_label
+from dom2_jax.envs import make
+from dom2_jax.training.reporting import system_info, write_json
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIO_KEYS = {"spread": 0, "tag": 1, "world_comm": 2, "world": 3}
 
@@ -88,9 +97,7 @@ def parse_args(argv):
 
 
 def run_mpe(args, log=print):
-    from benchmarks import env_speed_mpe as bm
-    from dom2_jax.envs import make
-
+    bm = env_speed_mpe
     rows, skipped = [], []
     for key in args.mpe_scenarios:
         label, kwargs, module = bm.SCENARIOS[SCENARIO_KEYS[key]]
@@ -122,9 +129,7 @@ def run_mpe(args, log=print):
 
 
 def run_mjx(args, log=print):
-    from benchmarks import env_speed_mjx as bm
-    from dom2_jax.envs import make
-
+    bm = env_speed_mjx
     env = make("mamujoco_halfcheetah_2x3")
     options = {"xla_backend_optimization_level": 0} if args.fast_compile else None
     c_loop = bm.c_loop_steps_per_second(args.c_steps)
@@ -181,10 +186,7 @@ def _md_row(name, r):
 
 
 def plot(path, res):
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     parts = [p for p in ("mpe", "mjx") if res.get(p)]
     fig, axes = plt.subplots(1, max(1, len(parts)), figsize=(6.5 * max(1, len(parts)), 4.8),
                              squeeze=False)
@@ -213,10 +215,6 @@ def plot(path, res):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    import jax
-    from benchmarks.solver_steps import device_label
-    from dom2_jax.training.reporting import system_info, write_json
-
     t0, load0 = time.time(), os.getloadavg()[0]
     kind = getattr(jax.devices()[0], "device_kind", jax.default_backend())
     sysinfo = system_info()

@@ -20,52 +20,56 @@ import shlex
 import sys
 import time
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from dom2_jax.online import behaviour, policies
+from dom2_jax.online import td3 as td3_lib
 from experiments.configs.common import exit_bad_override
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("env", "mpe_spread", "Environment name (dom2_jax.envs.make).")
-flags.DEFINE_string("env_kwargs", "{}", "JSON dict of env overrides (recorded).")
-flags.DEFINE_integer("steps", 1_000_000, "Environment transitions to train for.")
-flags.DEFINE_integer("seed", 0, "Training seed.")
-flags.DEFINE_string("out", None, "Output directory (default: dom2_jax/assets).")
-flags.DEFINE_float("medium_fraction", 0.5,
-                   "Medium target as a normalised score: random + f * (expert - random).")
-flags.DEFINE_integer("eval_every", 1, "Evaluate / snapshot every this many chunks.")
-flags.DEFINE_integer("final_eval_episodes", None,
-                     "Episodes for the reported returns (default 1000 for MPE, 100 for "
-                     "HalfCheetah's 1000-step episodes).")
-flags.DEFINE_string("snapshot_dir", None,
-                    "Write every evaluated snapshot (chunk_*.npz, atomic) and run.json here, so "
-                    "a long run that dies keeps them; see --select_only.")
-flags.DEFINE_bool("save_replay", True,
-                  "With --snapshot_dir: also save every chunk's collected transitions under "
-                  "<snapshot_dir>/replay (medium-replay then needs no re-run: "
-                  "generate_dataset --replay_dir=<snapshot_dir>).")
-flags.DEFINE_bool("select_only", False,
-                  "Skip training: select expert/medium from the snapshots in --snapshot_dir "
-                  "(e.g. of a run that was stopped early) and write them like a full run.")
-flags.DEFINE_enum("eval_backend", "auto", ["auto", "jax", "cpu"],
-                  "Where the final re-evaluations run: jax (the env's jitted rollout: MJX for "
-                  "HalfCheetah) or cpu (HalfCheetah on C MuJoCo, ~3x faster on a CPU); auto = "
-                  "cpu for HalfCheetah when JAX runs on CPU.")
-flags.DEFINE_string("log_json", None, "Also write the training curve to this JSON file.")
-try:
-    config_flags.DEFINE_config_file("config", None, "TD3 config file (default: per-env defaults).",
-                                    lock_config=False)
-except (AttributeError, KeyError) as _e:  # ml_collections parses the overrides right here
-    exit_bad_override(_e)
+
+
+def _define_flags():
+    """CLI flags, defined only when run as a script (the module stays importable next to
+    the other launchers, whose flag names overlap)."""
+    flags.DEFINE_string("env", "mpe_spread", "Environment name (dom2_jax.envs.make).")
+    flags.DEFINE_string("env_kwargs", "{}", "JSON dict of env overrides (recorded).")
+    flags.DEFINE_integer("steps", 1_000_000, "Environment transitions to train for.")
+    flags.DEFINE_integer("seed", 0, "Training seed.")
+    flags.DEFINE_string("out", None, "Output directory (default: dom2_jax/assets).")
+    flags.DEFINE_float("medium_fraction", 0.5,
+                       "Medium target as a normalised score: random + f * (expert - random).")
+    flags.DEFINE_integer("eval_every", 1, "Evaluate / snapshot every this many chunks.")
+    flags.DEFINE_integer("final_eval_episodes", None,
+                         "Episodes for the reported returns (default 1000 for MPE, 100 for "
+                         "HalfCheetah's 1000-step episodes).")
+    flags.DEFINE_string("snapshot_dir", None,
+                        "Write every evaluated snapshot (chunk_*.npz, atomic) and run.json here, "
+                        "so a long run that dies keeps them; see --select_only.")
+    flags.DEFINE_bool("save_replay", True,
+                      "With --snapshot_dir: also save every chunk's collected transitions under "
+                      "<snapshot_dir>/replay (medium-replay then needs no re-run: "
+                      "generate_dataset --replay_dir=<snapshot_dir>).")
+    flags.DEFINE_bool("select_only", False,
+                      "Skip training: select expert/medium from the snapshots in --snapshot_dir "
+                      "(e.g. of a run that was stopped early) and write them like a full run.")
+    flags.DEFINE_enum("eval_backend", "auto", ["auto", "jax", "cpu"],
+                      "Where the final re-evaluations run: jax (the env's jitted rollout: MJX "
+                      "for HalfCheetah) or cpu (HalfCheetah on C MuJoCo, ~3x faster on a CPU); "
+                      "auto = cpu for HalfCheetah when JAX runs on CPU.")
+    flags.DEFINE_string("log_json", None, "Also write the training curve to this JSON file.")
+    try:
+        config_flags.DEFINE_config_file("config", None,
+                                        "TD3 config file (default: per-env defaults).",
+                                        lock_config=False)
+    except (AttributeError, KeyError) as e:  # ml_collections parses the overrides right here
+        exit_bad_override(e)
 
 
 def main(argv):
     del argv
-    import jax
-
-    from dom2_jax.online import behaviour, policies
-    from dom2_jax.online import td3 as td3_lib
-
     env_kwargs = json.loads(FLAGS.env_kwargs)
     config = FLAGS.config if FLAGS.config is not None else td3_lib.default_config(FLAGS.env)
     config.hidden_dims = tuple(config.hidden_dims)
@@ -151,4 +155,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -11,6 +11,7 @@ for, the exact command, and what ``medium-replay`` regeneration needs (seed, con
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any, Dict, Optional, Tuple
@@ -99,7 +100,6 @@ def write_json(path: str, obj: Any) -> None:
 
 def params_digest(flat: Dict[str, np.ndarray]) -> str:
     """sha256 over the sorted (path, float32 bytes) pairs: identifies a policy bit-exactly."""
-    import hashlib
     h = hashlib.sha256()
     for k in sorted(flat):
         h.update(k.encode())
