@@ -34,7 +34,8 @@ one the outputs hold an explicit "not run here" entry with the reason.
 
 ``--device``: label the output files with ``jax.devices()[0].device_kind`` and use larger
 batches (2000 evaluation episodes, 65536 accuracy samples); the code is the same on CPU and GPU.
-Outputs: ``benchmarks/results/solver_steps[_<device>].{json,md,png}`` (``--out`` to change the
+Outputs: ``benchmarks/results/solver_steps[_<device>].{json,md,png}`` (``--quick`` runs:
+``runs/benchmarks/``, so they never replace the committed results; ``--out`` to change the
 directory). JSON keys: ``benchmark, env, device_label, system, command, settings, policy,
 note, rows`` (one per solver and N: ``solver, num_steps, grid, network_calls, return_mean,
 return_std, return_stderr, normalized_score, latency_ms_median, latency_ms_p90,
@@ -72,6 +73,7 @@ import ml_collections
 import numpy as np
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+from benchmarks.outputs import default_out
 from dom2_jax import diffusion, envs
 from dom2_jax.algos import dom2
 from dom2_jax.diffusion import SOLVERS
@@ -665,7 +667,9 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
     p.add_argument("--compilation_cache", default=os.path.expanduser("~/.cache/dom2_jax/xla"),
                    help="JAX persistent compilation cache ('' disables)")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
+    p.add_argument("--out", default=None,
+                   help="output directory (default benchmarks/results; runs/benchmarks with "
+                        "--quick)")
     args = p.parse_args(argv)
     q, d = args.quick, args.device
     defaults = dict(preset="smoke" if q else "quick", num_updates=2 if q else 1500,
@@ -675,6 +679,7 @@ def parse_args(argv):
                     throughput_repeats=2 if q else 3,
                     accuracy_samples=256 if q else (65536 if d else 8192))
     defaults["sampler_impl"] = "library" if d else "dynamic"
+    defaults["out"] = default_out(q)
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)

@@ -40,11 +40,12 @@ GPU; if torch is not installed the torch part is skipped with a message (install
 other two benchmarks in one prepared accelerator session.
 Files are rewritten after every setting ("complete": false until the last), and a seeds count
 that fails (e.g. out of GPU memory) becomes an "error" row instead of ending the run.
---quick: tiny networks and batch for a test (files ``throughput_quick*``).
+--quick: tiny networks and batch for a test (files ``throughput_quick*``, under
+``runs/benchmarks/`` unless --out says otherwise: a quick run never replaces a committed result).
 --from_json=PATH: re-derive the figures of a saved result from its raw call times and rewrite
 its .json/.md/.png without measuring.
 
-Outputs under benchmarks/results/: throughput[_<device>].json / .md / .png.
+Outputs under benchmarks/results/ (--out=DIR to change): throughput[_<device>].json / .md / .png.
 """
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from absl import app, flags
 
+from benchmarks.outputs import default_out
 from benchmarks.solver_steps import device_label
 from dom2_jax import diffusion
 from dom2_jax.algos import dom2
@@ -94,7 +96,7 @@ class Options:
     quick: bool = False                 # tiny sizes, XLA optimisations off (for tests)
     no_torch: bool = False
     torch_threads: int = 0              # 0: the cores JAX uses
-    out: str = os.path.join(os.path.dirname(__file__), "results")
+    out: Optional[str] = None           # default benchmarks/results (runs/benchmarks if quick)
     from_json: Optional[str] = None     # only rewrite the .md/.png of a saved .json
 
 
@@ -657,12 +659,18 @@ def _save(opts, argv_flags, system, load_before, peak, results, seed_rows, torch
     derive(res)
     dev = device_label(jax.devices()[0].device_kind) if opts.device else None
     stem = "throughput" + ("_quick" if opts.quick else "") + (f"_{dev}" if dev else "")
-    os.makedirs(opts.out, exist_ok=True)
-    base = os.path.join(opts.out, stem)
+    out = output_dir(opts)
+    os.makedirs(out, exist_ok=True)
+    base = os.path.join(out, stem)
     _write_files(base, res)
     print(f"load after: {res['load_after']}; wrote {base}.json/.md/.png"
           + ("" if complete else f" (partial: {', '.join(results)} so far)"), flush=True)
     return res
+
+
+def output_dir(opts: Options) -> str:
+    """``opts.out``, or the default: benchmarks/results, runs/benchmarks for a quick run."""
+    return opts.out or default_out(opts.quick)
 
 
 def _write_files(base, res):
@@ -695,6 +703,7 @@ if __name__ == "__main__":
     flags.DEFINE_bool("quick", False, "Tiny sizes, XLA optimisations off (for tests).")
     flags.DEFINE_bool("no_torch", False, "Skip the PyTorch comparison.")
     flags.DEFINE_integer("torch_threads", 0, "torch threads (0: the cores JAX uses).")
-    flags.DEFINE_string("out", _d.out, "Output dir.")
+    flags.DEFINE_string("out", _d.out, "Output dir (default benchmarks/results; "
+                        "runs/benchmarks with --quick).")
     flags.DEFINE_string("from_json", None, "Only rewrite the .md/.png of this saved .json.")
     app.run(main)

@@ -2,7 +2,7 @@ r"""Train the behaviour policies (independent TD3) that generate the offline dat
 
   python -m experiments.train_behaviour --env=mpe_spread --steps=1000000 --seed=0
 
-Writes (atomically) into --out (default dom2_jax/assets/):
+Writes (atomically) into --out (default runs/behaviour/<env>):
   <env>_expert.npz   best snapshot (re-evaluated over --final_eval_episodes)
   <env>_medium.npz   snapshot before the expert whose score is closest to
                      random + --medium_fraction * (expert - random)
@@ -10,6 +10,9 @@ Writes (atomically) into --out (default dom2_jax/assets/):
                      the training curve, the config, seed and exact command; medium-replay
                      regeneration (experiments.generate_dataset) re-runs training to the
                      medium chunk with this seed and config.
+Datasets from them: ``experiments.generate_dataset --assets_dir=runs/behaviour/<env>``. Replacing
+the shipped policies (``--out=dom2_jax/assets``, where a file of <env> already exists) takes
+--overwrite_shipped; without it the launcher stops before training, naming the file.
 Config: --config=experiments/configs/td3_mpe.py (or td3_halfcheetah.py), --config.<f>=v.
 """
 from __future__ import annotations
@@ -38,7 +41,11 @@ def _define_flags():
     flags.DEFINE_string("env_kwargs", "{}", "JSON dict of env overrides (recorded).")
     flags.DEFINE_integer("steps", 1_000_000, "Environment transitions to train for.")
     flags.DEFINE_integer("seed", 0, "Training seed.")
-    flags.DEFINE_string("out", None, "Output directory (default: dom2_jax/assets).")
+    flags.DEFINE_string("out", None, "Output directory (default: runs/behaviour/<env>).")
+    flags.DEFINE_bool("overwrite_shipped", False,
+                      "Allow --out to be the shipped assets directory (dom2_jax/assets) when that "
+                      "replaces a shipped file of --env (its .npz or behaviour_returns.json "
+                      "entry).")
     flags.DEFINE_float("medium_fraction", 0.5,
                        "Medium target as a normalised score: random + f * (expert - random).")
     flags.DEFINE_integer("eval_every", 1, "Evaluate / snapshot every this many chunks.")
@@ -68,8 +75,24 @@ def _define_flags():
         exit_bad_override(e)
 
 
+def default_out(env_name: str) -> str:
+    """--out when none is given (relative to the current directory, as the launchers' runs/)."""
+    return os.path.join("runs", "behaviour", env_name)
+
+
+def check_out(env_name: str, out: str, overwrite_shipped: bool) -> None:
+    """Exits with one line when writing ``env_name``'s policies into ``out`` would replace a
+    shipped file (``policies.ASSETS_DIR``) and ``overwrite_shipped`` is not set."""
+    replaced = policies.shipped_files_replaced(env_name, out)
+    if replaced and not overwrite_shipped:
+        raise SystemExit(f"error: {replaced[0]} is a shipped behaviour file; pass "
+                         "--overwrite_shipped to replace it (or choose another --out)")
+
+
 def main(argv):
     del argv
+    out = FLAGS.out or default_out(FLAGS.env)
+    check_out(FLAGS.env, out, FLAGS.overwrite_shipped)  # before training, and for --select_only
     env_kwargs = json.loads(FLAGS.env_kwargs)
     config = FLAGS.config if FLAGS.config is not None else td3_lib.default_config(FLAGS.env)
     config.hidden_dims = tuple(config.hidden_dims)
@@ -116,7 +139,6 @@ def main(argv):
     sel = behaviour.select_policies(td3, snaps, FLAGS.seed, medium_fraction=FLAGS.medium_fraction,
                                     final_eval_episodes=final_eps,
                                      backend=FLAGS.eval_backend, log=log)
-    out = FLAGS.out or policies.ASSETS_DIR
     cfg = td3_lib.config_to_dict(config)
     common = dict(env=FLAGS.env, env_kwargs=env_kwargs, hidden_dims=list(config.hidden_dims),
                   num_agents=td3.num_agents, obs_dim=td3.obs_dim, act_dim=td3.act_dim,

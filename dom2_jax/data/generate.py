@@ -99,7 +99,8 @@ def _medium_replay(env_name, env_kwargs, num_episodes, assets_dir, log, replay_d
     if not info or "training" not in info:
         raise policies.MissingPolicyError(
             f"{policies.RETURNS_FILE} has no training record for {env_name!r}; medium-replay "
-            f"needs it. Train with:\n    {policies.train_command(env_name)}")
+            f"needs it. Train with:\n    "
+            f"{policies.train_command(env_name, assets_dir or policies.ASSETS_DIR)}")
     tr = info["training"]
     if dict(tr.get("env_kwargs") or {}) != dict(env_kwargs):
         raise ValueError(f"medium-replay of {env_name} was collected with env_kwargs "
