@@ -7,10 +7,11 @@ r"""Environment steps per second, JAX versus the reference simulators, in one ta
 
 Runs the measurements of ``benchmarks.env_speed_mpe`` (vmapped JAX MPE vs mpe2 in a Python
 loop) and ``benchmarks.env_speed_mjx`` (batched MJX HalfCheetah 2x3 vs C MuJoCo) over several
-batch sizes, and writes ``benchmarks/results/env_speed[_<device>].{json,md,png}``: one combined
-table and a plot of env steps/s versus batch (JAX lines; the references step one environment
-at a time in Python, so they are horizontal lines). One env step = all agents of one
-environment act once (HalfCheetah: 5 physics steps).
+batch sizes, and writes ``benchmarks/results/env_speed[_<device>].{json,md,png}`` (``--quick``:
+under ``runs/benchmarks/``; ``--out`` to change the directory): one combined table and a plot
+of env steps/s versus batch (JAX lines; the references step one environment at a time in
+Python, so they are horizontal lines). One env step = all agents of one environment act once
+(HalfCheetah: 5 physics steps).
 
 Sizes (pass-through to the two benchmarks): ``--mpe_batch_sizes``, ``--mpe_reps``,
 ``--mpe2_episodes``, ``--mpe_scenarios``; ``--mjx_batch_sizes``, ``--mjx_steps``, ``--mjx_reps``,
@@ -32,6 +33,16 @@ import os
 import platform
 import sys
 import time
+
+import jax
+import matplotlib
+import matplotlib.pyplot as plt
+
+from benchmarks import env_speed_mjx, env_speed_mpe
+from benchmarks.outputs import default_out
+from benchmarks.solver_steps import device_label
+from dom2_jax.envs import make
+from dom2_jax.training.reporting import system_info, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIO_KEYS = {"spread": 0, "tag": 1, "world_comm": 2, "world": 3}
@@ -62,13 +73,17 @@ def parse_args(argv):
     p.add_argument("--device", action="store_true",
                    help="accelerator run: label files with the device kind, large batches")
     p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
+    p.add_argument("--out", default=None,
+                   help="output directory (default benchmarks/results; runs/benchmarks with "
+                        "--quick)")
     args = p.parse_args(argv)
     args.which = [w for w in args.which.split(",") if w]
     bad = [w for w in args.which if w not in ("mpe", "mjx")]
     if bad:
         p.error(f"--which: unknown {bad}; expected mpe and/or mjx")
     q, d = args.quick, args.device
+    if args.out is None:
+        args.out = default_out(q)
     if args.mpe_scenarios is None:
         args.mpe_scenarios = "spread" if q else ",".join(SCENARIO_KEYS)
     args.mpe_scenarios = args.mpe_scenarios.split(",")
@@ -88,9 +103,7 @@ def parse_args(argv):
 
 
 def run_mpe(args, log=print):
-    from benchmarks import env_speed_mpe as bm
-    from dom2_jax.envs import make
-
+    bm = env_speed_mpe
     rows, skipped = [], []
     for key in args.mpe_scenarios:
         label, kwargs, module = bm.SCENARIOS[SCENARIO_KEYS[key]]
@@ -122,9 +135,7 @@ def run_mpe(args, log=print):
 
 
 def run_mjx(args, log=print):
-    from benchmarks import env_speed_mjx as bm
-    from dom2_jax.envs import make
-
+    bm = env_speed_mjx
     env = make("mamujoco_halfcheetah_2x3")
     options = {"xla_backend_optimization_level": 0} if args.fast_compile else None
     c_loop = bm.c_loop_steps_per_second(args.c_steps)
@@ -181,10 +192,7 @@ def _md_row(name, r):
 
 
 def plot(path, res):
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     parts = [p for p in ("mpe", "mjx") if res.get(p)]
     fig, axes = plt.subplots(1, max(1, len(parts)), figsize=(6.5 * max(1, len(parts)), 4.8),
                              squeeze=False)
@@ -213,10 +221,6 @@ def plot(path, res):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    import jax
-    from benchmarks.solver_steps import device_label
-    from dom2_jax.training.reporting import system_info, write_json
-
     t0, load0 = time.time(), os.getloadavg()[0]
     kind = getattr(jax.devices()[0], "device_kind", jax.default_backend())
     sysinfo = system_info()

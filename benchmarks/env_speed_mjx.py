@@ -24,6 +24,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 
 from dom2_jax.envs import make
@@ -64,7 +65,6 @@ def mjx_steps_per_second(env, batch: int, steps: int, reps: int, compiler_option
 
 
 def c_loop_steps_per_second(num_steps: int) -> dict:
-    import mujoco
     model = common.load_model()
     data = mujoco.MjData(model)
     ctrl = np.random.default_rng(0).uniform(-1, 1, (num_steps, common.NU))
@@ -93,8 +93,7 @@ def cpu_batch_steps_per_second(batch: int, steps: int) -> dict:
 
 
 def rollout_steps_per_second(batch: int, steps: int, threads: int) -> dict:
-    import mujoco
-    from mujoco import rollout
+    from mujoco import rollout  # (a) optional: its API moves between releases; main() skips it
     models = [common.load_model() for _ in range(batch)]
     datas = [mujoco.MjData(models[0]) for _ in range(threads)]
     state0 = np.zeros((batch, mujoco.mj_stateSize(models[0], mujoco.mjtState.mjSTATE_FULLPHYSICS)))

@@ -11,6 +11,7 @@ episode. Writes ``benchmarks/results/env_speed_mpe.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -56,7 +57,6 @@ def jax_steps_per_second(env, num_envs: int, reps: int) -> dict:
 
 
 def mpe2_steps_per_second(module: str, episodes: int) -> dict:
-    import importlib
     mod = importlib.import_module(f"mpe2.{module}")
     penv = mod.parallel_env(continuous_actions=True, max_cycles=25)
     penv.reset(seed=0)

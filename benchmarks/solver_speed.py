@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
 from absl import app, flags
+
+from benchmarks.solver_steps import _time_calls
+from dom2_jax import diffusion
+from dom2_jax.training.reporting import system_info, write_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 256, "Actions sampled per call.")
@@ -23,18 +29,11 @@ flags.DEFINE_string("out", os.path.join(os.path.dirname(__file__), "results"), "
 
 def _median_time(fn, *args, repeats):
     """Median wall time of ``repeats`` calls after a compile + warm-up call."""
-    from benchmarks.solver_steps import _time_calls
     ts, _ = _time_calls(fn, args, repeats)  # sorted
     return ts[len(ts) // 2]
 
 
 def main(argv):
-    import jax
-    import jax.numpy as jnp
-
-    from dom2_jax import diffusion
-    from dom2_jax.training.reporting import system_info, write_json
-
     obs_dim, act_dim, b = 18, 2, FLAGS.batch
     net = diffusion.make_noise_net("residual", act_dim)
     key = jax.random.PRNGKey(0)

@@ -34,7 +34,8 @@ one the outputs hold an explicit "not run here" entry with the reason.
 
 ``--device``: label the output files with ``jax.devices()[0].device_kind`` and use larger
 batches (2000 evaluation episodes, 65536 accuracy samples); the code is the same on CPU and GPU.
-Outputs: ``benchmarks/results/solver_steps[_<device>].{json,md,png}`` (``--out`` to change the
+Outputs: ``benchmarks/results/solver_steps[_<device>].{json,md,png}`` (``--quick`` runs:
+``runs/benchmarks/``, so they never replace the committed results; ``--out`` to change the
 directory). JSON keys: ``benchmark, env, device_label, system, command, settings, policy,
 note, rows`` (one per solver and N: ``solver, num_steps, grid, network_calls, return_mean,
 return_std, return_stderr, normalized_score, latency_ms_median, latency_ms_p90,
@@ -55,6 +56,7 @@ for every point. The accuracy part always uses ``diffusion.sample``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -62,6 +64,24 @@ import re
 import subprocess
 import sys
 import time
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import matplotlib.pyplot as plt
+import ml_collections
+import numpy as np
+from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+from benchmarks.outputs import default_out
+from dom2_jax import diffusion, envs
+from dom2_jax.algos import dom2
+from dom2_jax.diffusion import SOLVERS
+from dom2_jax.diffusion import solvers as lib
+from dom2_jax.envs.rollout import make_rollout
+from dom2_jax.training.checkpoint import Checkpointer
+from dom2_jax.training.reporting import system_info, write_json
+from dom2_jax.training.trainer import carry_template
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_STEPS = (1, 2, 3, 5, 10, 20, 50)
@@ -96,9 +116,6 @@ def dynamic_sample(solver, eps_fn, x_T, schedule, num_steps, key=None, t_end=1e-
     (tests/test_benchmarks.py); DDPM draws its per-step noise with ``fold_in(key, i)`` instead
     of ``split(key, N)[i]`` (same distribution, other numbers).
     """
-    import jax
-    import jax.numpy as jnp
-    from dom2_jax.diffusion import solvers as lib
 
     dt = x_T.dtype
     n = jnp.asarray(num_steps, jnp.int32)
@@ -149,9 +166,6 @@ def make_policy(hp, solver: str, num_steps=None, grid=None, impl="library"):
     folded from the agent's key. ``grid`` None: the policy's grid for the DPM solvers, the
     library default ("time_uniform") for DDPM.
     """
-    import jax
-    import jax.numpy as jnp
-    from dom2_jax import diffusion
 
     net, sched = hp.noise_net_module, hp.schedule
     grid = grid or solver_grid(hp, solver)
@@ -231,12 +245,6 @@ def train_policy(args, train_dir):
 
 def load_policy(workdir, seed_index=0):
     """(state of seed ``seed_index``, env, run info) from an experiments.train workdir."""
-    import jax
-    import ml_collections
-    from dom2_jax import envs
-    from dom2_jax.algos import dom2
-    from dom2_jax.training.checkpoint import Checkpointer
-    from dom2_jax.training.trainer import carry_template
 
     cfg_path = os.path.join(workdir, "config.json")
     if not os.path.exists(cfg_path):
@@ -277,7 +285,6 @@ def load_policy(workdir, seed_index=0):
 
 # ----------------------------------------------------------------------------- timing
 def _time_calls(fn, args, repeats):
-    import jax
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
     compile_s = time.perf_counter() - t0
@@ -292,11 +299,6 @@ def _time_calls(fn, args, repeats):
 
 def measure_policy(state, env, solvers, steps, args, refs, log=_say):
     """Rows of return / latency / throughput for every (solver, N)."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from dom2_jax import diffusion
-    from dom2_jax.envs.rollout import make_rollout
 
     hp = state.hp
     actor = eval_params(state)
@@ -349,7 +351,6 @@ def measure_policy(state, env, solvers, steps, args, refs, log=_say):
 def library_check(state, env, args, refs, log=_say):
     """The trained setting measured again with the library sampler (``diffusion.sample``,
     static N; the exact ``dom2.act`` path), to compare with the dynamic-N loop's figures."""
-    import copy
     a = copy.copy(args)
     a.sampler_impl = "library"
     hp = state.hp
@@ -378,7 +379,6 @@ def gaussian_eps(mu, s, schedule):
 
 def gaussian_exact_flow(x1, mu, s, t_end, schedule):
     """Exact probability-flow ODE map x_1 -> x_{t_end} for data N(mu, s^2 I)."""
-    import jax.numpy as jnp
     a1, s1 = schedule.alpha(1.0), schedule.sigma(1.0)
     ae, se = schedule.alpha(t_end), schedule.sigma(t_end)
     z = (x1 - a1 * mu) / jnp.sqrt(a1**2 * s**2 + s1**2)
@@ -387,8 +387,6 @@ def gaussian_exact_flow(x1, mu, s, t_end, schedule):
 
 def mixture_eps(mus, s, weights, schedule):
     """Exact eps of the noised isotropic mixture sum_k w_k N(alpha mu_k, (alpha^2 s^2 + sigma^2) I)."""
-    import jax
-    import jax.numpy as jnp
     logw = jnp.log(jnp.asarray(weights))
 
     def eps_fn(x, t):
@@ -403,8 +401,6 @@ def mixture_eps(mus, s, weights, schedule):
 
 def mixture_exact_samples(key, n, mus, s, weights, t, schedule):
     """Exact samples of the noised marginal q_t of the mixture."""
-    import jax
-    import jax.numpy as jnp
     k1, k2 = jax.random.split(key)
     comp = jax.random.choice(k1, len(weights), (n,), p=jnp.asarray(weights))
     a, sig = schedule.alpha(t), schedule.sigma(t)
@@ -414,8 +410,6 @@ def mixture_exact_samples(key, n, mus, s, weights, t, schedule):
 
 def sliced_w1(x, y, key, num_proj=256):
     """Sliced Wasserstein-1 between equal-size sample sets (mean over random directions)."""
-    import jax
-    import jax.numpy as jnp
     d = jax.random.normal(key, (num_proj, x.shape[-1]))
     d = d / jnp.linalg.norm(d, axis=-1, keepdims=True)
     px, py = jnp.sort(x @ d.T, axis=0), jnp.sort(y @ d.T, axis=0)
@@ -423,11 +417,6 @@ def sliced_w1(x, y, key, num_proj=256):
 
 
 def measure_accuracy(solvers, steps, num_samples, seed=0, t_end=1e-3, log=_say):
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from dom2_jax import diffusion
-
     sched = diffusion.VPSchedule()
     mus = jnp.asarray(MIXTURE["mus"])
     s, w = MIXTURE["std"], MIXTURE["weights"]
@@ -577,9 +566,7 @@ def _policy_line(pol):
 
 
 def plot(path, result):
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     (ax_r, ax_l), (ax_t, ax_a) = axes
@@ -621,7 +608,6 @@ def plot(path, result):
         ax_a.set(xscale="log", yscale="log", xlabel="solver steps N",
                  ylabel="sliced W1 to exact samples",
                  title="Sample accuracy, 2-D Gaussian mixture (exact score)")
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
     ticks = s.get("steps") or []
     for ax in axes.flat:
         if ticks:
@@ -681,7 +667,9 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
     p.add_argument("--compilation_cache", default=os.path.expanduser("~/.cache/dom2_jax/xla"),
                    help="JAX persistent compilation cache ('' disables)")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
+    p.add_argument("--out", default=None,
+                   help="output directory (default benchmarks/results; runs/benchmarks with "
+                        "--quick)")
     args = p.parse_args(argv)
     q, d = args.quick, args.device
     defaults = dict(preset="smoke" if q else "quick", num_updates=2 if q else 1500,
@@ -691,12 +679,12 @@ def parse_args(argv):
                     throughput_repeats=2 if q else 3,
                     accuracy_samples=256 if q else (65536 if d else 8192))
     defaults["sampler_impl"] = "library" if d else "dynamic"
+    defaults["out"] = default_out(q)
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.steps = ([int(s) for s in args.steps.split(",")] if args.steps
                   else ([1, 2] if q else list(DEFAULT_STEPS)))
-    from dom2_jax.diffusion import SOLVERS
     args.solvers = args.solvers.split(",") if args.solvers else list(SOLVERS)
     bad = [s for s in args.solvers if s not in SOLVERS]
     if bad:
@@ -709,8 +697,6 @@ def parse_args(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    import jax
-    from dom2_jax.training.reporting import system_info, write_json
 
     if args.compilation_cache:
         jax.config.update("jax_compilation_cache_dir", args.compilation_cache)

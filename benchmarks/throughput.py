@@ -40,21 +40,40 @@ GPU; if torch is not installed the torch part is skipped with a message (install
 other two benchmarks in one prepared accelerator session.
 Files are rewritten after every setting ("complete": false until the last), and a seeds count
 that fails (e.g. out of GPU memory) becomes an "error" row instead of ending the run.
---quick: tiny networks and batch for a test (files ``throughput_quick*``).
+--quick: tiny networks and batch for a test (files ``throughput_quick*``, under
+``runs/benchmarks/`` unless --out says otherwise: a quick run never replaces a committed result).
 --from_json=PATH: re-derive the figures of a saved result from its raw call times and rewrite
 its .json/.md/.png without measuring.
 
-Outputs under benchmarks/results/: throughput[_<device>].json / .md / .png.
+Outputs under benchmarks/results/ (--out=DIR to change): throughput[_<device>].json / .md / .png.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import os
 import platform
+import statistics
+import sys
 import time
-
-import dataclasses
 from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from absl import app, flags
+
+from benchmarks.outputs import default_out
+from benchmarks.solver_steps import device_label
+from dom2_jax import diffusion
+from dom2_jax.algos import dom2
+from dom2_jax.data.transforms import sample_batch
+from dom2_jax.training.reporting import write_json
+from dom2_jax.training.trainer import scan_updates
 
 # Torch's OpenMP threads spin-wait by default; on a machine whose cores are shared with other
 # jobs that makes 2-thread eager torch 20-40x slower at small sizes (measured here: 1.5 s vs
@@ -77,7 +96,7 @@ class Options:
     quick: bool = False                 # tiny sizes, XLA optimisations off (for tests)
     no_torch: bool = False
     torch_threads: int = 0              # 0: the cores JAX uses
-    out: str = os.path.join(os.path.dirname(__file__), "results")
+    out: Optional[str] = None           # default benchmarks/results (runs/benchmarks if quick)
     from_json: Optional[str] = None     # only rewrite the .md/.png of a saved .json
 
 
@@ -103,7 +122,6 @@ RESULT_KEYS = ("benchmark", "command", "quick", "system", "load_before", "load_a
 
 # ----------------------------------------------------------------------------- helpers
 def _median(xs):
-    import statistics
     return statistics.median(xs)
 
 
@@ -160,8 +178,6 @@ def jax_threads() -> int:
 
 
 def machine_info(torch_mod, torch_threads):
-    import jax
-    import jaxlib
     info = {"cpu_model": cpu_model(), "cpu_cores": os.cpu_count(), "usable_cores": jax_threads(),
             "platform": platform.platform(), "python": platform.python_version(),
             "jax": jax.__version__, "jaxlib": jaxlib.__version__,
@@ -177,8 +193,6 @@ def machine_info(torch_mod, torch_threads):
 
 def matmul_peak(sizes, reps=7):
     """Median float32 GFLOP/s of a jitted jnp.dot of square matrices; best over sizes."""
-    import jax
-    import jax.numpy as jnp
     out = {}
     for n in sizes:
         k1, k2 = jax.random.split(jax.random.PRNGKey(n))
@@ -226,7 +240,6 @@ def torch_matmul_peak(torch, device, sizes, reps=7):
 
 
 def make_config(setting, quick):
-    from dom2_jax.algos import dom2
     s = SETTINGS[setting]
     cfg = dom2.default_config()
     # The reference anchors (shared/reference.md) and the eager PyTorch update time the CQL of
@@ -245,8 +258,6 @@ def make_config(setting, quick):
 def init_state(setting: str, quick: bool, seeds: int = 0):
     """(config, setting dict, DOM2State) with seed 0 (``seeds`` > 0: a leading seed axis);
     jitted and cached (tests reuse the state of the --quick run)."""
-    import jax
-    from dom2_jax.algos import dom2
     s = SETTINGS[setting]
     cfg = make_config(setting, quick)
     hp = dom2.Hparams.from_config(cfg, s["agents"], s["obs"], s["act"])
@@ -260,8 +271,6 @@ def init_state(setting: str, quick: bool, seeds: int = 0):
 
 def random_arrays(s, n=10_000, seed=0):
     """Random device-resident transitions [n, A, ...] (the same for JAX and torch)."""
-    import jax
-    import jax.numpy as jnp
     k = jax.random.split(jax.random.PRNGKey(seed), 5)
     a, o, d = s["agents"], s["obs"], s["act"]
     return {"obs": jax.random.normal(k[0], (n, a, o)),
@@ -272,7 +281,6 @@ def random_arrays(s, n=10_000, seed=0):
 
 
 def param_count(tree) -> int:
-    import jax
     return int(sum(x.size for x in jax.tree.leaves(tree)))
 
 
@@ -284,7 +292,6 @@ def analytic_flops(state) -> float:
       + actor: eps loss 3 F_a, differentiable solver 3 N F_a, Q_1 fwd + input-grad 2 F_q.
     (backward = 2 x forward; the first layer's unneeded input gradient is not subtracted).
     """
-    import jax
     hp = state.hp
     a = hp.num_agents
 
@@ -304,10 +311,6 @@ def analytic_flops(state) -> float:
 
 def xla_flops(state, arrays):
     """XLA cost-analysis FLOPs of one update, solver scan unrolled (lowered HLO; no compile)."""
-    import jax
-    from dom2_jax import diffusion
-    from dom2_jax.algos import dom2
-    from dom2_jax.data.transforms import sample_batch
     batch = sample_batch(arrays, jax.random.PRNGKey(0), state.hp.batch_size)
     orig = diffusion.dpm_solver_sample
     diffusion.dpm_solver_sample = functools.partial(orig, unroll=True)
@@ -325,9 +328,6 @@ def xla_flops(state, arrays):
 # ----------------------------------------------------------------------------- JAX
 def time_jax(state, arrays, updates, repeats, seeds=None):
     """Compile + time jit(scan_updates) (optionally vmapped over ``seeds`` states)."""
-    import jax
-    from dom2_jax.algos import dom2
-    from dom2_jax.training.trainer import scan_updates
     key = jax.random.PRNGKey(2)
     run = lambda st, k: scan_updates(dom2.update, st, arrays, k, updates)
     if seeds is None:
@@ -358,8 +358,7 @@ def time_jax(state, arrays, updates, repeats, seeds=None):
 
 # ----------------------------------------------------------------------------- torch
 def time_torch(torch, cfg, s, state, arrays, updates, repeats, device):
-    import numpy as np
-    from benchmarks import torch_dom2
+    from benchmarks import torch_dom2  # (a) imports torch, optional ([bench] extra)
     model = torch_dom2.TorchDOM2(cfg, s["agents"], s["obs"], s["act"], device=device)
     torch_dom2.load_jax_state(model, state)  # same initial parameters as the JAX run
     counts = model.num_params()
@@ -438,9 +437,7 @@ def write_md(path, res):
 
 
 def write_png(path, res):
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     names = list(res["settings"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax = axes[0]
@@ -509,11 +506,8 @@ def anchor_comparison(name, r, accel):
 # ----------------------------------------------------------------------------- main
 def run(opts: Options = None, argv_flags=None):
     """Runs the benchmark, writes the files and returns the result dict (keys RESULT_KEYS)."""
-    import jax
-
     opts = opts or Options()
     if opts.from_json:
-        import json
         with open(opts.from_json) as f:
             res = json.load(f)
         derive(res)
@@ -530,8 +524,6 @@ def run(opts: Options = None, argv_flags=None):
 
 
 def _run(opts, argv_flags):
-    import jax
-
     quick = opts.quick
     settings = (opts.settings or ("spread" if quick else "spread,halfcheetah")).split(",")
     for n in settings:
@@ -550,7 +542,7 @@ def _run(opts, argv_flags):
     torch_status = "skipped (--no_torch)"
     if not opts.no_torch:
         try:
-            import torch  # noqa: F811
+            import torch  # noqa: F811  (a) optional ([bench] extra)
             torch_status = "ok"
         except ImportError:
             torch_status = ("skipped: torch is not installed (pip install -e .[bench] or "
@@ -658,7 +650,6 @@ def _run(opts, argv_flags):
 
 def _save(opts, argv_flags, system, load_before, peak, results, seed_rows, torch_status,
           complete):
-    import jax
     res = {"benchmark": "throughput", "quick": opts.quick, "complete": complete,
            "command": "python -m benchmarks.throughput " + " ".join(argv_flags or []),
            "system": system, "load_before": load_before,
@@ -666,20 +657,24 @@ def _save(opts, argv_flags, system, load_before, peak, results, seed_rows, torch
            "settings": results, "seeds": seed_rows, "anchors": ANCHORS,
            "target_ratio": TARGET_RATIO, "torch_status": torch_status}
     derive(res)
-    from benchmarks.solver_steps import device_label
     dev = device_label(jax.devices()[0].device_kind) if opts.device else None
     stem = "throughput" + ("_quick" if opts.quick else "") + (f"_{dev}" if dev else "")
-    os.makedirs(opts.out, exist_ok=True)
-    base = os.path.join(opts.out, stem)
+    out = output_dir(opts)
+    os.makedirs(out, exist_ok=True)
+    base = os.path.join(out, stem)
     _write_files(base, res)
     print(f"load after: {res['load_after']}; wrote {base}.json/.md/.png"
           + ("" if complete else f" (partial: {', '.join(results)} so far)"), flush=True)
     return res
 
 
+def output_dir(opts: Options) -> str:
+    """``opts.out``, or the default: benchmarks/results, runs/benchmarks for a quick run."""
+    return opts.out or default_out(opts.quick)
+
+
 def _write_files(base, res):
     """``base``.json / .md / .png of a derived result."""
-    from dom2_jax.training.reporting import write_json
     write_json(base + ".json", res)
     write_md(base + ".md", res)
     write_png(base + ".png", res)
@@ -690,15 +685,12 @@ def _fmt(m):
 
 
 def main(argv):
-    import sys
-    from absl import flags
     f = flags.FLAGS
     run(Options(**{k.name: f[k.name].value for k in dataclasses.fields(Options)}),
         [a for a in sys.argv[1:]])
 
 
 if __name__ == "__main__":
-    from absl import app, flags
     _d = Options()
     flags.DEFINE_string("settings", None, "Comma list of settings (default spread,halfcheetah;"
                         " spread with --quick).")
@@ -711,6 +703,7 @@ if __name__ == "__main__":
     flags.DEFINE_bool("quick", False, "Tiny sizes, XLA optimisations off (for tests).")
     flags.DEFINE_bool("no_torch", False, "Skip the PyTorch comparison.")
     flags.DEFINE_integer("torch_threads", 0, "torch threads (0: the cores JAX uses).")
-    flags.DEFINE_string("out", _d.out, "Output dir.")
+    flags.DEFINE_string("out", _d.out, "Output dir (default benchmarks/results; "
+                        "runs/benchmarks with --quick).")
     flags.DEFINE_string("from_json", None, "Only rewrite the .md/.png of this saved .json.")
     app.run(main)

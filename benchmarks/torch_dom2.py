@@ -39,6 +39,7 @@ import copy
 import math
 from typing import Dict, Sequence
 
+import jax
 import numpy as np
 import torch
 import torch.nn as nn
@@ -376,7 +377,6 @@ def load_jax_critic(critic: DoubleCriticT, flax_params):
 def load_jax_state(model: TorchDOM2, state):
     """Initialises every agent of ``model`` from a ``DOM2State`` (agent axis first); targets and
     EMA copies are reset to the online networks (as ``dom2.init`` does)."""
-    import jax
     for j, ag in enumerate(model.agents):
         take = lambda tree: jax.tree.map(lambda x: np.asarray(x[j]), tree)
         load_jax_actor(ag.actor, take(state.actor.params))

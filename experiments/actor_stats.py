@@ -28,7 +28,16 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import app, flags, logging
+
+from dom2_jax import data
+from dom2_jax.algos import omar, td3_family
+from dom2_jax.training import restore
+from dom2_jax.training.reporting import write_json
+from dom2_jax.training.trainer import make_policy
 
 FLAGS = flags.FLAGS
 SATURATED = 0.99
@@ -44,16 +53,6 @@ def _define_flags():
 
 def actor_stats(workdir: str, chunk=None, samples: int = 4096, seed: int = 0) -> dict:
     """Computes (and writes) the statistics above for every seed and agent of ``workdir``."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from dom2_jax import data
-    from dom2_jax.algos import omar, td3_family
-    from dom2_jax.training.reporting import write_json
-    from dom2_jax.training.trainer import make_policy
-    from dom2_jax.training import restore
-
     def fail(msg):
         raise SystemExit(f"error: {msg}")
 

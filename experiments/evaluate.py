@@ -23,9 +23,16 @@ from __future__ import annotations
 import os
 import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import app, flags, logging
 
+from dom2_jax import data, envs
 from dom2_jax.training import restore
+from dom2_jax.training.host_eval import make_cpu_evaluate, resolve_eval_backend
+from dom2_jax.training.reporting import write_json
+from dom2_jax.training.trainer import make_evaluate, make_policy
 
 SHIFTS = {"speed": "mpe_", "R": "mamujoco_", "E": "mamujoco_"}
 
@@ -73,15 +80,6 @@ def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_s
 
     ``keys``: one evaluation key per seed ([S]; default fold_in(PRNGKey(eval_seed), i)), used
     as the trainer's evaluation uses its chunk's key: split into (standard env, shifted env)."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from dom2_jax import data, envs
-    from dom2_jax.training.host_eval import make_cpu_evaluate, resolve_eval_backend
-    from dom2_jax.training.reporting import write_json
-    from dom2_jax.training.trainer import make_evaluate, make_policy
-
     env_name = _read_resolved(workdir)["env"]
     if shift is not None and not env_name.startswith(SHIFTS[shift]):
         _fail(f"--shift={shift} does not apply to {env_name}: use "

@@ -40,7 +40,9 @@ import time
 
 from absl import app, flags
 
+from dom2_jax import data
 from dom2_jax.data.generate import DEFAULT_SIGMA, generate  # noqa: F401  (Python API)
+from dom2_jax.online.policies import MissingPolicyError
 from dom2_jax.registry import QUALITIES
 
 FLAGS = flags.FLAGS
@@ -72,8 +74,6 @@ def _define_flags():
 
 def main(argv):
     del argv
-    from dom2_jax import data
-    from dom2_jax.online.policies import MissingPolicyError
     if not FLAGS.out:
         raise app.UsageError("--out is required")
     # Everything a user can get wrong is checked before minutes of rollouts.

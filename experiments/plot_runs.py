@@ -12,7 +12,12 @@ import math
 import os
 from typing import Dict, List, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 from absl import app, flags
+
+from dom2_jax import fileio
+from dom2_jax.training.reporting import MetricsLog
 
 DEFAULT_METRICS = ("eval", "q_data", "actor_q", "q_random", "critic_td", "critic_grad_norm",
                    "actor_saturation")
@@ -44,12 +49,7 @@ def series(rows: List[Dict[str, float]], metric: str):
 
 
 def plot_runs(workdirs: Sequence[str], metrics: Sequence[str], out: str, log=(), title=None):
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dom2_jax import fileio
-    from dom2_jax.training.reporting import MetricsLog
     runs = []
     for d in workdirs:
         path = os.path.join(d, "metrics.csv")

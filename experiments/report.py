@@ -32,9 +32,15 @@ import math
 import os
 from typing import Dict, List, Optional
 
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 from absl import app, flags
+from matplotlib.patches import Patch
 
 from dom2_jax.registry import ALGO_LABELS, ALGO_ORDER, QUALITIES, TASKS as ENVS
+from dom2_jax.training.reporting import MetricsLog, atomic_write_text, write_json
+from experiments import paper_tables
 ABLATION_ORDER = ("full", "no_q", "no_bc", "mlp_noise", "no_aug")
 ABLATION_LABELS = {"full": "DOM2", "no_q": "w/o policy improvement (eta=0)",
                    "no_bc": "w/o diffusion loss", "mlp_noise": "MLP noise net",
@@ -95,7 +101,6 @@ def _read_json(path):
 
 def read_metrics_csv(path: str) -> List[Dict[str, float]]:
     """A run's metrics.csv rows (empty if missing); the launcher's own reader (no JAX)."""
-    from dom2_jax.training.reporting import MetricsLog
     return MetricsLog.load(path).rows
 
 
@@ -404,7 +409,6 @@ def paper_comparison(records: List[Dict]) -> List[Dict]:
     a group with no finished run shows its unfinished runs' newest evaluation instead
     (``status`` says so, with the updates reached). A finished run's shifted evaluations
     (``shift_evaluations``) go to the (env, S) rows, which Tables 2 and 4 report."""
-    from experiments import paper_tables
     groups: Dict[tuple, Dict] = {}
     for rec in records:
         if rec.get("algo") is None or rec["ablation"] not in (None, "full") \
@@ -644,9 +648,7 @@ def markdown(groups, records, metric, figures, root=".", paper_rows=None,
 # -------------------------------------------------------------------------------- figures
 
 def _plt():
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     return plt
 
 
@@ -694,7 +696,6 @@ def paper_panels(rows: List[Dict]) -> Dict[str, List[Dict]]:
     (shift, quality) we ran, in table order, holding a bar pair per algorithm (ours, or None;
     the paper's, or None). The paper's algorithms we have not run yet appear with ours None,
     so a panel shows what is missing as well as what differs."""
-    from experiments import paper_tables
     bars: Dict[str, Dict[tuple, Dict]] = {}  # env -> (shift, quality) -> algo -> bar pair
     for r in rows:
         panel = bars.setdefault(r["env"], {}).setdefault((r["shift"], r["quality"]), {})
@@ -715,7 +716,6 @@ def paper_panels(rows: List[Dict]) -> Dict[str, List[Dict]]:
 
 def paper_charts(rows: List[Dict], out) -> List[str]:
     plt = _plt()
-    from matplotlib.patches import Patch
     files = []
     for env, panels in sorted(paper_panels(rows).items(),
                               key=lambda kv: (_index(ENVS, kv[0]), kv[0])):
@@ -773,7 +773,6 @@ def _run_curves(rec, metric):
 
 
 def learning_curves(records, metric, out) -> List[str]:
-    import numpy as np
     plt = _plt()
     files = []
     done = [r for r in records if r["status"] == "done"]
@@ -847,7 +846,6 @@ def make_report(root, out: Optional[str] = None, metric: str = "normalised",
     os.makedirs(out, exist_ok=True)
     figures = (bar_charts(groups, metric, out) + learning_curves(records, metric, out)
                + paper_charts(paper_rows, out))
-    from dom2_jax.training.reporting import atomic_write_text, write_json
     atomic_write_text(os.path.join(out, "report.md"),
                       markdown(groups, records, metric, figures, root, paper_rows,
                                claim_rows))

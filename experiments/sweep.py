@@ -37,6 +37,7 @@ from typing import Dict, List, NamedTuple
 from absl import app, flags
 
 from dom2_jax.registry import ALGOS, QUALITIES, TASKS as ENVS
+from dom2_jax.training.reporting import write_json
 
 # The paper's Fig. 6 ablations of DOM2, as config overrides (experiments/configs/dom2.py and
 # dom2_jax.algos.dom2.default_config). "full" is plain DOM2 and shares the "dom2" workdir.
@@ -179,7 +180,6 @@ def _write_sweep_json(root, entries, started, command):
     """ROOT/sweep.json: this sweep's entries replace their workdirs' old ones; runs of other
     sweeps into ROOT are kept (an unreadable old file is replaced). "command" and "started"
     are those of the sweep that wrote last; each entry names its own ``sweep_command``."""
-    from dom2_jax.training.reporting import write_json
     path = os.path.join(root, "sweep.json")
     mine = {e["workdir"] for e in entries}
     with open(os.path.join(root, ".sweep.lock"), "a") as lock:

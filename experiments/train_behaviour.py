@@ -2,7 +2,7 @@ r"""Train the behaviour policies (independent TD3) that generate the offline dat
 
   python -m experiments.train_behaviour --env=mpe_spread --steps=1000000 --seed=0
 
-Writes (atomically) into --out (default dom2_jax/assets/):
+Writes (atomically) into --out (default runs/behaviour/<env>):
   <env>_expert.npz   best snapshot (re-evaluated over --final_eval_episodes)
   <env>_medium.npz   snapshot before the expert whose score is closest to
                      random + --medium_fraction * (expert - random)
@@ -10,6 +10,9 @@ Writes (atomically) into --out (default dom2_jax/assets/):
                      the training curve, the config, seed and exact command; medium-replay
                      regeneration (experiments.generate_dataset) re-runs training to the
                      medium chunk with this seed and config.
+Datasets from them: ``experiments.generate_dataset --assets_dir=runs/behaviour/<env>``. Replacing
+the shipped policies (``--out=dom2_jax/assets``, where a file of <env> already exists) takes
+--overwrite_shipped; without it the launcher stops before training, naming the file.
 Config: --config=experiments/configs/td3_mpe.py (or td3_halfcheetah.py), --config.<f>=v.
 """
 from __future__ import annotations
@@ -20,52 +23,76 @@ import shlex
 import sys
 import time
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from dom2_jax.online import behaviour, policies
+from dom2_jax.online import td3 as td3_lib
 from experiments.configs.common import exit_bad_override
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("env", "mpe_spread", "Environment name (dom2_jax.envs.make).")
-flags.DEFINE_string("env_kwargs", "{}", "JSON dict of env overrides (recorded).")
-flags.DEFINE_integer("steps", 1_000_000, "Environment transitions to train for.")
-flags.DEFINE_integer("seed", 0, "Training seed.")
-flags.DEFINE_string("out", None, "Output directory (default: dom2_jax/assets).")
-flags.DEFINE_float("medium_fraction", 0.5,
-                   "Medium target as a normalised score: random + f * (expert - random).")
-flags.DEFINE_integer("eval_every", 1, "Evaluate / snapshot every this many chunks.")
-flags.DEFINE_integer("final_eval_episodes", None,
-                     "Episodes for the reported returns (default 1000 for MPE, 100 for "
-                     "HalfCheetah's 1000-step episodes).")
-flags.DEFINE_string("snapshot_dir", None,
-                    "Write every evaluated snapshot (chunk_*.npz, atomic) and run.json here, so "
-                    "a long run that dies keeps them; see --select_only.")
-flags.DEFINE_bool("save_replay", True,
-                  "With --snapshot_dir: also save every chunk's collected transitions under "
-                  "<snapshot_dir>/replay (medium-replay then needs no re-run: "
-                  "generate_dataset --replay_dir=<snapshot_dir>).")
-flags.DEFINE_bool("select_only", False,
-                  "Skip training: select expert/medium from the snapshots in --snapshot_dir "
-                  "(e.g. of a run that was stopped early) and write them like a full run.")
-flags.DEFINE_enum("eval_backend", "auto", ["auto", "jax", "cpu"],
-                  "Where the final re-evaluations run: jax (the env's jitted rollout: MJX for "
-                  "HalfCheetah) or cpu (HalfCheetah on C MuJoCo, ~3x faster on a CPU); auto = "
-                  "cpu for HalfCheetah when JAX runs on CPU.")
-flags.DEFINE_string("log_json", None, "Also write the training curve to this JSON file.")
-try:
-    config_flags.DEFINE_config_file("config", None, "TD3 config file (default: per-env defaults).",
-                                    lock_config=False)
-except (AttributeError, KeyError) as _e:  # ml_collections parses the overrides right here
-    exit_bad_override(_e)
+
+
+def _define_flags():
+    """CLI flags, defined only when run as a script (the module stays importable next to
+    the other launchers, whose flag names overlap)."""
+    flags.DEFINE_string("env", "mpe_spread", "Environment name (dom2_jax.envs.make).")
+    flags.DEFINE_string("env_kwargs", "{}", "JSON dict of env overrides (recorded).")
+    flags.DEFINE_integer("steps", 1_000_000, "Environment transitions to train for.")
+    flags.DEFINE_integer("seed", 0, "Training seed.")
+    flags.DEFINE_string("out", None, "Output directory (default: runs/behaviour/<env>).")
+    flags.DEFINE_bool("overwrite_shipped", False,
+                      "Allow --out to be the shipped assets directory (dom2_jax/assets) when that "
+                      "replaces a shipped file of --env (its .npz or behaviour_returns.json "
+                      "entry).")
+    flags.DEFINE_float("medium_fraction", 0.5,
+                       "Medium target as a normalised score: random + f * (expert - random).")
+    flags.DEFINE_integer("eval_every", 1, "Evaluate / snapshot every this many chunks.")
+    flags.DEFINE_integer("final_eval_episodes", None,
+                         "Episodes for the reported returns (default 1000 for MPE, 100 for "
+                         "HalfCheetah's 1000-step episodes).")
+    flags.DEFINE_string("snapshot_dir", None,
+                        "Write every evaluated snapshot (chunk_*.npz, atomic) and run.json here, "
+                        "so a long run that dies keeps them; see --select_only.")
+    flags.DEFINE_bool("save_replay", True,
+                      "With --snapshot_dir: also save every chunk's collected transitions under "
+                      "<snapshot_dir>/replay (medium-replay then needs no re-run: "
+                      "generate_dataset --replay_dir=<snapshot_dir>).")
+    flags.DEFINE_bool("select_only", False,
+                      "Skip training: select expert/medium from the snapshots in --snapshot_dir "
+                      "(e.g. of a run that was stopped early) and write them like a full run.")
+    flags.DEFINE_enum("eval_backend", "auto", ["auto", "jax", "cpu"],
+                      "Where the final re-evaluations run: jax (the env's jitted rollout: MJX "
+                      "for HalfCheetah) or cpu (HalfCheetah on C MuJoCo, ~3x faster on a CPU); "
+                      "auto = cpu for HalfCheetah when JAX runs on CPU.")
+    flags.DEFINE_string("log_json", None, "Also write the training curve to this JSON file.")
+    try:
+        config_flags.DEFINE_config_file("config", None,
+                                        "TD3 config file (default: per-env defaults).",
+                                        lock_config=False)
+    except (AttributeError, KeyError) as e:  # ml_collections parses the overrides right here
+        exit_bad_override(e)
+
+
+def default_out(env_name: str) -> str:
+    """--out when none is given (relative to the current directory, as the launchers' runs/)."""
+    return os.path.join("runs", "behaviour", env_name)
+
+
+def check_out(env_name: str, out: str, overwrite_shipped: bool) -> None:
+    """Exits with one line when writing ``env_name``'s policies into ``out`` would replace a
+    shipped file (``policies.ASSETS_DIR``) and ``overwrite_shipped`` is not set."""
+    replaced = policies.shipped_files_replaced(env_name, out)
+    if replaced and not overwrite_shipped:
+        raise SystemExit(f"error: {replaced[0]} is a shipped behaviour file; pass "
+                         "--overwrite_shipped to replace it (or choose another --out)")
 
 
 def main(argv):
     del argv
-    import jax
-
-    from dom2_jax.online import behaviour, policies
-    from dom2_jax.online import td3 as td3_lib
-
+    out = FLAGS.out or default_out(FLAGS.env)
+    check_out(FLAGS.env, out, FLAGS.overwrite_shipped)  # before training, and for --select_only
     env_kwargs = json.loads(FLAGS.env_kwargs)
     config = FLAGS.config if FLAGS.config is not None else td3_lib.default_config(FLAGS.env)
     config.hidden_dims = tuple(config.hidden_dims)
@@ -112,7 +139,6 @@ def main(argv):
     sel = behaviour.select_policies(td3, snaps, FLAGS.seed, medium_fraction=FLAGS.medium_fraction,
                                     final_eval_episodes=final_eps,
                                      backend=FLAGS.eval_backend, log=log)
-    out = FLAGS.out or policies.ASSETS_DIR
     cfg = td3_lib.config_to_dict(config)
     common = dict(env=FLAGS.env, env_kwargs=env_kwargs, hidden_dims=list(config.hidden_dims),
                   num_agents=td3.num_agents, obs_dim=td3.obs_dim, act_dim=td3.act_dim,
@@ -151,4 +177,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -11,15 +11,10 @@ episode_starts/lengths/returns [E]) plus ``meta.json``; see ``dom2_jax.data.form
 from dom2_jax.data.format import (
     ARRAY_NAMES, FORMAT_VERSION, TRANSITION_KEYS, Dataset, DatasetError, build_dataset,
     check_compatible, load, save)
+from dom2_jax.data.ogmarl import import_vault  # OG-MARL flashbax vaults
 from dom2_jax.data.transforms import (
     DEFAULT_QUANTILES, augment, augmentation_counts, concatenate, default_thresholds,
     normalized_score, sample_batch, subsample, to_device)
-
-
-def import_vault(*args, **kwargs):
-    """Lazy alias of ``dom2_jax.data.ogmarl.import_vault`` (OG-MARL flashbax vaults)."""
-    from dom2_jax.data.ogmarl import import_vault as _import_vault
-    return _import_vault(*args, **kwargs)
 
 
 __all__ = [

@@ -14,9 +14,15 @@ import subprocess
 import time
 from typing import Any, Callable, Dict, Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from dom2_jax import data
+from dom2_jax.online import behaviour, policies
+from dom2_jax.online import td3 as td3_lib
 from dom2_jax.registry import QUALITIES
+from dom2_jax.training import reporting
 
 DEFAULT_SIGMA = 0.1           # Gaussian noise std of medium/expert behaviour (TD3's expl. noise)
 REFERENCE_SEED = 20231126     # fixed key of the reference-return rollouts
@@ -45,14 +51,12 @@ def _block_episodes(episode_length: int, num_episodes: Optional[int] = None) -> 
 @functools.lru_cache(maxsize=16)
 def _td3(env_name: str, env_kwargs_json: str, hidden_dims: tuple):
     """Cached TD3 object (env + actor + policy_fn): repeated calls reuse compiled rollouts."""
-    from dom2_jax.online import behaviour, td3 as td3_lib
     config = td3_lib.default_config(env_name)
     config.hidden_dims = tuple(hidden_dims)
     return behaviour.make_td3(env_name, config, json.loads(env_kwargs_json))
 
 
 def _policy(env_name, quality, assets_dir):
-    from dom2_jax.online import policies, td3 as td3_lib
     flat, meta = policies.require_policy(env_name, quality, assets_dir)
     return td3_lib.unflatten_params(flat), meta, policies.params_digest(flat)
 
@@ -60,7 +64,6 @@ def _policy(env_name, quality, assets_dir):
 def _rollout_episodes(td3, params, key, num_episodes: int, block: int,
                       backend: str = "jax") -> Dict[str, np.ndarray]:
     """num_episodes episodes as host arrays [n, T, ...] plus score [n]."""
-    from dom2_jax.online import behaviour
     return behaviour.rollout_policy(td3, params, key, num_episodes, block=block,
                                     backend=backend, return_trajectory=True)
 
@@ -68,7 +71,6 @@ def _rollout_episodes(td3, params, key, num_episodes: int, block: int,
 @functools.lru_cache(maxsize=32)
 def _reference(env_name: str, env_kwargs_json: str, hidden_dims: tuple, kind: str,
                digest: Optional[str], assets_dir: Optional[str], backend: str = "jax") -> float:
-    import jax
     td3 = _td3(env_name, env_kwargs_json, hidden_dims)
     block = _block_episodes(td3.env.episode_length)
     n = max(MIN_REFERENCE_EPISODES, block)
@@ -92,14 +94,13 @@ def _to_dataset_arrays(ep: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
 
 
 def _medium_replay(env_name, env_kwargs, num_episodes, assets_dir, log, replay_dir=None):
-    import jax.numpy as jnp
-    from dom2_jax.online import behaviour, policies, td3 as td3_lib
     info = policies.read_returns(assets_dir).get(env_name)
     _, med_meta = policies.require_policy(env_name, "medium", assets_dir)
     if not info or "training" not in info:
         raise policies.MissingPolicyError(
             f"{policies.RETURNS_FILE} has no training record for {env_name!r}; medium-replay "
-            f"needs it. Train with:\n    {policies.train_command(env_name)}")
+            f"needs it. Train with:\n    "
+            f"{policies.train_command(env_name, assets_dir or policies.ASSETS_DIR)}")
     tr = info["training"]
     if dict(tr.get("env_kwargs") or {}) != dict(env_kwargs):
         raise ValueError(f"medium-replay of {env_name} was collected with env_kwargs "
@@ -153,11 +154,6 @@ def generate(env_name: str, quality: str, num_samples: int, seed: int,
     Raises ``dom2_jax.online.policies.MissingPolicyError`` (naming the training command) if a
     needed shipped policy is absent.
     """
-    import jax
-    from dom2_jax import data
-    from dom2_jax.online import policies, td3 as td3_lib
-    from dom2_jax.training import reporting
-
     if quality not in QUALITIES:
         raise ValueError(f"unknown quality {quality!r}; expected one of {QUALITIES}")
     if int(num_samples) < 1:
@@ -188,7 +184,6 @@ def generate(env_name: str, quality: str, num_samples: int, seed: int,
             log(f"note: the {q} policy was trained with env_kwargs {meta.get('env_kwargs')}, "
                 f"generating with {env_kwargs}")
     td3 = _td3(env_name, kw_json, hidden)
-    from dom2_jax.online import behaviour
     backend = behaviour.resolve_backend(td3.env, backend)
     T = td3.env.episode_length
     n_eps = max(1, math.ceil(int(num_samples) / T))

@@ -88,7 +88,7 @@ def read_vault(vault_dir: str, vault_name: str, uid: str) -> tuple[dict, dict]:
         raise DatasetError(f"{mpath}: no structure_shape/structure_dtype; not a flashbax vault")
 
     try:
-        import tensorstore as ts
+        import tensorstore as ts  # (a) not in install_requires (orbax brings it); vaults only
     except ImportError as e:  # pragma: no cover - tensorstore comes with orbax
         raise ImportError("reading flashbax vaults needs tensorstore (pip install tensorstore)") \
             from e

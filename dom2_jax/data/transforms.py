@@ -132,7 +132,7 @@ def _rng(key_or_seed) -> np.random.Generator:
     if isinstance(key_or_seed, (int, np.integer)):
         return np.random.default_rng(int(key_or_seed))
     try:
-        import jax
+        import jax  # (a) keeps dom2_jax.data free of jax at import
         data = key_or_seed
         if hasattr(data, "dtype") and jax.dtypes.issubdtype(data.dtype, jax.dtypes.prng_key):
             data = jax.random.key_data(data)
@@ -147,7 +147,7 @@ def _seed_repr(key_or_seed) -> Any:
     if isinstance(key_or_seed, (int, np.integer)):
         return int(key_or_seed)
     try:
-        import jax
+        import jax  # (a) keeps dom2_jax.data free of jax at import
         data = key_or_seed
         if hasattr(data, "dtype") and jax.dtypes.issubdtype(data.dtype, jax.dtypes.prng_key):
             data = jax.random.key_data(data)
@@ -296,7 +296,7 @@ def to_device(dataset: Dataset, device=None) -> dict:
     ``obs`` [N, A, obs_dim], ``actions`` [N, A, act_dim], ``rewards`` [N, A],
     ``next_obs`` [N, A, obs_dim], ``dones`` [N, A] (float32 0/1).
     """
-    import jax
+    import jax  # (a) keeps dom2_jax.data free of jax at import (notes/data.md)
     import jax.numpy as jnp
 
     out = {}
@@ -310,7 +310,7 @@ def to_device(dataset: Dataset, device=None) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _jitted_sample():
-    import jax
+    import jax  # (a) keeps dom2_jax.data free of jax at import (notes/data.md)
     import jax.numpy as jnp
 
     def sample(arrays, key, batch_size):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib
 
+import jax
+
 from dom2_jax import registry
 from dom2_jax.envs.api import Env
 
@@ -28,7 +30,6 @@ def resolve_backend(env, backend: str = "auto", what: str = "rollout") -> str:
     (HalfCheetah on C MuJoCo, ``mamujoco.cpu.rollout_batch``: ~3x faster than MJX on a CPU,
     and the simulator the original MaMuJoCo uses). "auto" = "cpu" for MAMuJoCo envs when JAX
     runs on CPU, else "jax". ``what`` names the caller's flag in error messages."""
-    import jax
     if backend not in BACKENDS:
         raise ValueError(f"unknown {what} backend {backend!r}; expected one of {BACKENDS}")
     is_mujoco = env.name.startswith("mamujoco")

@@ -124,7 +124,7 @@ class PettingZooParallelEnv(ParallelEnv):
             return None
         if self._state is None or not hasattr(self._state, "p_pos"):
             raise RuntimeError("render() needs an MPE env after reset()")
-        from dom2_jax.envs.render import render_frames
+        from dom2_jax.envs.render import render_frames  # (a) matplotlib: render() only
         return render_frames(self.env, self._state)[0]
 
     def close(self):

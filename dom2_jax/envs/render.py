@@ -13,7 +13,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Circle
 
 
 def _positions(states: Any) -> np.ndarray:
@@ -39,10 +42,7 @@ def _positions(states: Any) -> np.ndarray:
 
 def render_frames(env, states: Any, size_px: int = 320) -> list:
     """RGB frames (uint8 [size_px, size_px, 3]) of an MPE episode."""
-    import matplotlib
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Circle
 
     spec = env.spec
     pos = _positions(states)

@@ -24,6 +24,8 @@ import jax
 import numpy as np
 
 from dom2_jax import envs
+from dom2_jax.envs.rollout import rollout
+from dom2_jax.online import policies
 from dom2_jax.online import td3 as td3_lib
 
 EVAL_KEY_SALT = 0x5EED  # evaluation keys: fold_in(PRNGKey(seed), EVAL_KEY_SALT) -> fold_in(chunk)
@@ -75,7 +77,6 @@ def run_training(td3: td3_lib.TD3, seed: int, num_chunks: int, *, eval_every: in
 
 def save_snapshot(directory: str, snap: Dict[str, Any]) -> str:
     """Writes one snapshot as ``<directory>/chunk_<chunk>.npz`` (atomic; params + JSON meta)."""
-    from dom2_jax.online import policies
     meta = {k: v for k, v in snap.items() if k != "flat_params"}
     path = os.path.join(directory, f"chunk_{int(snap['chunk']):06d}.npz")
     policies.save_policy(path, snap["flat_params"], meta)
@@ -113,7 +114,6 @@ def save_replay_chunk(directory: str, chunk: int, state, config) -> str:
     """Writes ``chunk_transitions_of(state, chunk, config)`` to
     ``<directory>/replay/chunk_<chunk>.npz`` (atomic), so medium-replay needs no re-run of the
     training (``load_replay``)."""
-    from dom2_jax.online import policies
     arrays = chunk_transitions_of(state, chunk, config)
     path = os.path.join(directory, REPLAY_SUBDIR, f"chunk_{int(chunk):06d}.npz")
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -136,7 +136,6 @@ def load_replay(directory: str, num_chunks: int) -> Dict[str, np.ndarray]:
 
 def load_snapshots(directory: str) -> List[Dict[str, Any]]:
     """The snapshots ``save_snapshot`` wrote into ``directory``, in chunk order."""
-    from dom2_jax.online import policies
     names = sorted(f for f in os.listdir(directory)
                    if f.startswith("chunk_") and f.endswith(".npz"))
     if not names:
@@ -156,7 +155,7 @@ resolve_backend = envs.resolve_backend  # the one rule (dom2_jax.envs.resolve_ba
 def cpu_batch_env(config, num_envs: int):
     """A cached ``HalfCheetahCPU`` of ``num_envs`` envs for an env's ``config`` (the C-MuJoCo
     twin of the MJX env; ``rollout_batch`` resets it per block, so sharing it is safe)."""
-    from dom2_jax.envs.mamujoco.cpu import HalfCheetahCPU
+    from dom2_jax.envs.mamujoco.cpu import HalfCheetahCPU  # (a) HalfCheetah only: MPE skips mujoco
     return HalfCheetahCPU(num_envs, **dataclasses.asdict(config))
 
 
@@ -167,12 +166,11 @@ def rollout_policy(td3: td3_lib.TD3, params, key, num_episodes: int, *, block: i
     as host arrays (``score`` [n]; with ``return_trajectory`` also ``obs``, ``actions``,
     ``rewards``, ``next_obs`` [n, T, ...]), ``block`` episodes at a time, on ``backend``
     (``resolve_backend``). Block b uses ``fold_in(key, b)``: deterministic for each backend."""
-    from dom2_jax.envs.rollout import rollout
     n, block = int(num_episodes), max(1, int(block))
     keys = ("score", "obs", "actions", "rewards", "next_obs") if return_trajectory else ("score",)
     parts = []
     if resolve_backend(td3.env, backend) == "cpu":
-        from dom2_jax.envs.mamujoco.cpu import rollout_batch
+        from dom2_jax.envs.mamujoco.cpu import rollout_batch  # (a) as cpu_batch_env
         batch_env = cpu_batch_env(td3.env.config, min(block, n))
         out = rollout_batch(batch_env, td3.policy_fn, params, key, n,
                             return_trajectory=return_trajectory)
@@ -190,7 +188,6 @@ def policy_scores(td3: td3_lib.TD3, params, key, num_episodes: int,
     ``td3.evaluate`` (one jitted rollout of all episodes), on "cpu" C MuJoCo blocks."""
     if resolve_backend(td3.env, backend) == "cpu":
         return rollout_policy(td3, params, key, num_episodes, backend="cpu")["score"]
-    from dom2_jax.envs.rollout import rollout
     return np.asarray(rollout(td3.env, td3.policy_fn, params, key, int(num_episodes))["score"])
 
 

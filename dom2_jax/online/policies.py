@@ -11,9 +11,10 @@ for, the exact command, and what ``medium-replay`` regeneration needs (seed, con
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -28,11 +29,30 @@ class MissingPolicyError(FileNotFoundError):
     """A shipped behaviour policy needed for a dataset quality does not exist."""
 
 
-def train_command(env_name: str) -> str:
+def train_command(env_name: str, out_dir: Optional[str] = None) -> str:
+    """The ``experiments.train_behaviour`` command that made the shipped policies of
+    ``env_name`` (writing into ``out_dir`` when given; the launcher's default is
+    ``runs/behaviour/<env>``)."""
     if env_name.startswith("mamujoco"):  # the shipped HalfCheetah policies: 200k transitions
-        return (f"python -m experiments.train_behaviour --env={env_name} --steps=200000 "
-                f"--seed=0 --eval_every=10 --snapshot_dir=runs/behaviour_{env_name}")
-    return f"python -m experiments.train_behaviour --env={env_name} --steps=2000000 --seed=0"
+        cmd = (f"python -m experiments.train_behaviour --env={env_name} --steps=200000 "
+               f"--seed=0 --eval_every=10 --snapshot_dir=runs/behaviour_{env_name}")
+    else:
+        cmd = f"python -m experiments.train_behaviour --env={env_name} --steps=2000000 --seed=0"
+    return cmd + (f" --out={out_dir}" if out_dir else "")
+
+
+def shipped_files_replaced(env_name: str, out_dir: str) -> List[str]:
+    """The shipped files that writing ``env_name``'s behaviour policies into ``out_dir`` would
+    replace: ``<env>_expert.npz`` / ``<env>_medium.npz`` where they exist, and
+    ``behaviour_returns.json`` where it holds an ``env_name`` entry. Empty unless ``out_dir``
+    is the shipped assets directory (``ASSETS_DIR``)."""
+    if os.path.realpath(out_dir) != os.path.realpath(ASSETS_DIR):
+        return []
+    files = [policy_path(env_name, q, out_dir) for q in ("expert", "medium")]
+    files = [f for f in files if os.path.exists(f)]
+    if env_name in read_returns(out_dir):
+        files.append(os.path.join(out_dir, RETURNS_FILE))
+    return files
 
 
 def policy_path(env_name: str, quality: str, assets_dir: Optional[str] = None) -> str:
@@ -66,11 +86,14 @@ def require_policy(env_name: str, quality: str, assets_dir: Optional[str] = None
     """``load_policy`` of the shipped policy, or a MissingPolicyError naming the command."""
     path = policy_path(env_name, quality, assets_dir)
     if not os.path.exists(path):
+        where = os.path.dirname(path)
         raise MissingPolicyError(
             f"no shipped {quality!r} behaviour policy for {env_name!r} (expected {path}). "
-            f"Train it with:\n    {train_command(env_name)}\n"
+            f"Train it with:\n    {train_command(env_name, where)}\n"
             f"(writes {env_name}_medium.npz, {env_name}_expert.npz and "
-            f"{RETURNS_FILE} into {os.path.dirname(path)})")
+            f"{RETURNS_FILE} into {where}"
+            + ("; replacing the shipped ones there also needs --overwrite_shipped"
+               if shipped_files_replaced(env_name, where) else "") + ")")
     return load_policy(path)
 
 
@@ -99,7 +122,6 @@ def write_json(path: str, obj: Any) -> None:
 
 def params_digest(flat: Dict[str, np.ndarray]) -> str:
     """sha256 over the sorted (path, float32 bytes) pairs: identifies a policy bit-exactly."""
-    import hashlib
     h = hashlib.sha256()
     for k in sorted(flat):
         h.update(k.encode())

@@ -56,6 +56,7 @@ from dom2_jax.algos.common import apply_loss, make_optimizer
 from dom2_jax.algos.losses import td_critic_loss, td_target
 from dom2_jax.algos.td3_family import target_actions
 from dom2_jax.envs.api import Env
+from dom2_jax.envs.rollout import rollout
 from dom2_jax.networks import DeterministicActor, DoubleCritic
 
 Array = jax.Array
@@ -417,7 +418,6 @@ class TD3:
     def evaluate(self, actor_params, key, num_episodes: Optional[int] = None, sigma=0.0,
                  uniform=False) -> np.ndarray:
         """Episode scores [num_episodes] of the (deterministic by default) policy."""
-        from dom2_jax.envs.rollout import rollout
         n = int(num_episodes or self.config.eval_episodes)
         out = rollout(self.env, self.policy_fn, self.policy_params(actor_params, sigma, uniform),
                       key, n)

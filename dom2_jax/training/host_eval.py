@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from dom2_jax import envs
+from dom2_jax.online.behaviour import cpu_batch_env
 
 EVAL_BACKENDS = envs.BACKENDS
 
@@ -37,8 +38,7 @@ def make_cpu_evaluate(act: Callable, env, shift_env, num_episodes: int, block: i
     ``act(state, obs [..., A, obs_dim], key)`` is the algorithm's action function; episodes run
     ``min(block, num_episodes)`` at a time on C MuJoCo (``mamujoco.cpu.rollout_batch``).
     """
-    from dom2_jax.envs.mamujoco.cpu import rollout_batch
-    from dom2_jax.online.behaviour import cpu_batch_env
+    from dom2_jax.envs.mamujoco.cpu import rollout_batch  # (a) HalfCheetah only: MPE skips mujoco
     n = int(num_episodes)
     width = max(1, min(int(block), n))
     cpu_env = cpu_batch_env(env.config, width)

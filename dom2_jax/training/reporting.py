@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import os
 import platform
@@ -58,7 +59,6 @@ class MetricsLog:
         keys = []
         for r in self.rows:
             keys += [k for k in r if k not in keys]
-        import io
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=keys)
         w.writeheader()
@@ -92,6 +92,7 @@ class TensorBoardLog:
     """
 
     def __init__(self, logdir: str, purge_step: int | None = None):
+        # (a) TensorBoard path only: keeps reporting light for experiments.sweep / report
         from tensorboardX import SummaryWriter
         os.makedirs(logdir, exist_ok=True)
         self.logdir = logdir
@@ -117,6 +118,7 @@ def read_tensorboard_scalars(logdir: str) -> Dict[str, List]:
     dropped, as TensorBoard shows them). A small TFRecord reader (length, masked CRC32C of the
     length, payload, CRC of the payload) over tensorboardX's ``Event`` proto, so no TensorFlow or
     tensorboard is needed; a CRC mismatch raises ValueError."""
+    # (a) TensorBoard path only; keeps reporting light for experiments.sweep / report
     from tensorboardX.crc32c import crc32c
     from tensorboardX.proto import event_pb2
 
@@ -154,6 +156,8 @@ def read_tensorboard_scalars(logdir: str) -> Dict[str, List]:
 def plot_learning_curve(rows: List[Dict], path: str, title: str, num_seeds: int,
                         reference_returns: Dict | None = None) -> None:
     """Evaluation score against updates: one thin line per seed, mean in bold."""
+    # (a) matplotlib is heavy (~0.7 s) and only the plot needs it; keeps reporting light for
+    # experiments.sweep / report
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -201,7 +205,7 @@ def system_info() -> Dict:
     """Where a run ran. XLA's CPU code depends on the instruction set (``cpu_model``,
     ``xla_flags``): float32 results differ in the last bits between CPU models, which chaotic
     HalfCheetah rollouts amplify into other episodes (experiments/results/README.md)."""
-    import jax
+    import jax  # (a) keeps dom2_jax.training.reporting free of jax at import
     return {"jax": jax.__version__, "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()], "python": platform.python_version(),
             "machine": platform.machine(), "cpu_model": cpu_model(),

@@ -7,6 +7,8 @@ Overrides are flat dicts of dotted field names, e.g. ``{"agent.gamma": 0.95}``.
 """
 from __future__ import annotations
 
+import sys
+
 import ml_collections
 
 
@@ -106,7 +108,6 @@ def flatten(config, prefix=""):
 def exit_bad_override(error):
     """Exit with one line naming a ``--config.<field>=...`` override that names no field
     (ml_collections raises while the config flag is defined; its "did you mean" is kept)."""
-    import sys
     bad = [a.split("=")[0] for a in sys.argv[1:] if a.startswith("--config.")]
     detail = " ".join(str(error).encode().decode("unicode_escape").replace("'", "").split())
     sys.exit(f"error: {' / '.join(bad) or '--config'}: unknown field {detail} "

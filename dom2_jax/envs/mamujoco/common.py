@@ -11,6 +11,7 @@ bfoot, fthigh, fshin, ffoot) motors.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
@@ -19,6 +20,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 
 Array = jax.Array
@@ -58,7 +60,7 @@ SHIFT_RANGES: Dict[str, Dict[str, Tuple[Tuple[float, float], ...]]] = {
 
 def xml_path() -> str:
     """Path of ``half_cheetah.xml`` inside the installed gymnasium package (not copied)."""
-    import gymnasium
+    import gymnasium  # (a) optional: not in install_requires (comes with pettingzoo)
     path = os.path.join(os.path.dirname(gymnasium.__file__), "envs", "mujoco", "assets",
                         "half_cheetah.xml")
     if not os.path.exists(path):
@@ -76,7 +78,6 @@ def _base_model_cached():
     ``mj_setConst``, as the warning advises); every numeric array of the result equals the
     plain compile's bit for bit (tests/test_mamujoco.py).
     """
-    import mujoco
     with open(xml_path()) as f:
         text = f.read()
     match = re.search(r'\ssettotalmass="([^"]+)"', text)
@@ -91,7 +92,6 @@ def _base_model_cached():
 
 def load_model():
     """A fresh ``mujoco.MjModel`` of gymnasium's HalfCheetah (copy of a cached compile)."""
-    import copy
     return copy.copy(_base_model_cached())
 
 

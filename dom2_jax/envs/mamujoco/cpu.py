@@ -18,9 +18,11 @@ from typing import Dict, Tuple
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 
 from dom2_jax.envs.mamujoco import common
+from dom2_jax.envs.mamujoco.halfcheetah import HalfCheetah2x3
 
 BACKENDS = ("auto", "mjx", "cpu")
 
@@ -53,7 +55,6 @@ class HalfCheetahCPU:
     backend = "cpu"
 
     def __init__(self, num_envs: int, **config):
-        import mujoco
         self._mujoco = mujoco
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -142,7 +143,6 @@ class HalfCheetahMJXBatch:
     backend = "mjx"
 
     def __init__(self, num_envs: int, **config):
-        from dom2_jax.envs.mamujoco.halfcheetah import HalfCheetah2x3
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.num_envs = int(num_envs)

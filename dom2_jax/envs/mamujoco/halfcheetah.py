@@ -38,7 +38,7 @@ def _mjx():
     dropped, anything else it prints is passed on."""
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        from mujoco import mjx
+        from mujoco import mjx  # (a) heavy (~2 s), MJX path only; its notices are filtered here
     for line in buf.getvalue().splitlines():
         if not line.startswith(_WARP_NOTICES):
             print(line)

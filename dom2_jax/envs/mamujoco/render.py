@@ -13,6 +13,7 @@ CLI (used for that retry): ``python -m dom2_jax.envs.mamujoco.render QPOS.npy OU
 """
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -20,6 +21,8 @@ import tempfile
 import warnings
 from typing import Optional
 
+import imageio.v3 as iio
+import mujoco
 import numpy as np
 
 from dom2_jax.envs.mamujoco import common
@@ -37,7 +40,6 @@ def render_frames(qpos, *, width: int = 320, height: int = 240, camera: str = "t
 
     Raises ``RenderingUnavailable`` (with the underlying error) when no GL context works.
     """
-    import mujoco
     qpos = np.asarray(qpos, np.float64)
     if qpos.ndim != 2 or qpos.shape[1] != common.NQ:
         raise ValueError(f"qpos must have shape [T, {common.NQ}], got {qpos.shape}")
@@ -66,7 +68,6 @@ def render_frames(qpos, *, width: int = 320, height: int = 240, camera: str = "t
 
 
 def _write_gif(frames: np.ndarray, path: str, fps: float):
-    import imageio.v3 as iio
     iio.imwrite(path, frames, extension=".gif", duration=int(round(1000.0 / fps)), loop=0)
 
 
@@ -109,7 +110,6 @@ def _render_in_subprocess(qpos, path, fps, width, height, camera, first_error):
 
 
 def _main(argv=None):
-    import argparse
     parser = argparse.ArgumentParser(description="Render a HalfCheetah qpos sequence to GIF.")
     parser.add_argument("qpos", help=".npy file with qpos [T, 9]")
     parser.add_argument("out", help="output .gif path")
