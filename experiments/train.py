@@ -13,6 +13,7 @@ overrides; --helpfull lists every field with its value.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import importlib
 import json
@@ -21,14 +22,23 @@ import shutil
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
-
 from absl import app, flags, logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
+from tqdm import tqdm
 
+from dom2_jax import data, envs
+from dom2_jax.data import DatasetError
+from dom2_jax.data.generate import generate
 from dom2_jax.registry import ALGOS, QUALITIES, TASKS as ENVS, algo_module
 from dom2_jax.training import reporting, seed_plan
-from dom2_jax.training.trainer import carry_template
+from dom2_jax.training.checkpoint import Checkpointer
+from dom2_jax.training.checks import NonFiniteLossError
+from dom2_jax.training.host_eval import make_cpu_evaluate, resolve_eval_backend
+from dom2_jax.training.trainer import carry_template, first_nonfinite, make_train, scan_updates
 from experiments.configs import common
 
 FLAGS = flags.FLAGS
@@ -164,7 +174,6 @@ def lock_workdir(workdir: str):
     """An exclusive lock on WORKDIR/.lock for this process's lifetime (released by the OS when
     it exits, however it exits). A second launch on the same workdir is refused with the
     first one's pid instead of racing it on checkpoints/ and metrics.csv."""
-    import fcntl
     path = os.path.join(workdir, ".lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -185,7 +194,6 @@ def dataset_path(data_root, env, quality, size):
 
 
 def get_dataset(path, env_name, quality, config, generate_missing, seed):
-    from dom2_jax import data
     if not os.path.exists(path):
         cmd = (f"python -m experiments.generate_dataset --env={env_name} "
                f"--quality={quality or 'QUALITY'} --num_samples={config.dataset_size} "
@@ -196,7 +204,6 @@ def get_dataset(path, env_name, quality, config, generate_missing, seed):
         if quality is None:
             raise SystemExit(f"dataset {path!r} does not exist and --quality is not set, so it "
                              "cannot be generated.")
-        from dom2_jax.data.generate import generate
         _say(f"generating {path} ({config.dataset_size} transitions)")
         ds = generate(env_name, quality, int(config.dataset_size), seed,
                                        env_kwargs=dict(config.env_kwargs))
@@ -205,15 +212,6 @@ def get_dataset(path, env_name, quality, config, generate_missing, seed):
 
 
 def run(argv_flags=FLAGS):
-    import jax
-    import jax.numpy as jnp
-    from tqdm import tqdm
-
-    from dom2_jax import data, envs
-    from dom2_jax.training.checkpoint import Checkpointer
-    from dom2_jax.training.checks import NonFiniteLossError
-    from dom2_jax.training.host_eval import make_cpu_evaluate, resolve_eval_backend
-    from dom2_jax.training.trainer import first_nonfinite, make_train
 
     f = argv_flags
     if f.compilation_cache:
@@ -312,7 +310,6 @@ def run(argv_flags=FLAGS):
                          "device(s)")
     sharding = None
     if len(devices) > 1:
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
         sharding = NamedSharding(Mesh(np.array(devices), ("seed",)), PartitionSpec("seed"))
     try:  # refuses sizes that cannot fit, before anything of the run is written
         plan, chunk = plan_seed_groups(f, trainer, algo, arrays, carry, sharding)
@@ -456,9 +453,6 @@ def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None):
     ``dom2_jax.training.seed_plan``. A workdir's recorded plan is reused. With ``sharding``
     (a 1-D mesh over the seed axis) every group is a multiple of the device count and is
     compiled for inputs split over the devices."""
-    import jax
-
-    from dom2_jax.training.trainer import scan_updates
     k = f.num_seeds
     n_dev = 1 if sharding is None else sharding.mesh.size
     take = lambda idx: jax.tree.map(lambda x: x[idx], carry)
@@ -515,8 +509,6 @@ def run_groups(chunk, carry, groups, num_seeds, sharding=None):
     """One chunk for every seed, group by group (each group one call of the compiled vmapped
     chunk; the padded tail of the last group is dropped). With ``sharding`` each group is
     placed split over the devices and the outputs are gathered."""
-    import jax
-    import jax.numpy as jnp
     if sharding is None and len(groups) == 1 and len(groups[0]) == num_seeds:
         return chunk(carry)
     outs = []
@@ -550,7 +542,6 @@ def _first_line(e, limit=160):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from dom2_jax.data import DatasetError
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     try:
