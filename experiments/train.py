@@ -279,6 +279,8 @@ def run(argv_flags=FLAGS):
     cfg_file = os.path.join(f.workdir, "config.json")
     if os.path.exists(cfg_file):
         old = json.load(open(cfg_file))
+        if hasattr(algo, "Hparams") and isinstance(old.get("config", {}).get("agent"), dict):
+            old["config"]["agent"] = algo.Hparams.with_later_fields(old["config"]["agent"])
         keep = ("config", "algo", "env", "dataset", "num_seeds", "seed", "shift")
         if any(old.get(k) != json.loads(json.dumps(resolved[k], default=list)) for k in keep):
             raise SystemExit(f"{f.workdir} holds a run with a different config; use a new "

@@ -67,6 +67,9 @@ class HparamsBase:
 
     NAME: ClassVar[str] = "algorithm"
     COEF_NAMES: ClassVar[Tuple[str, ...]] = ()
+    # Fields added after runs were recorded: a stored config without one means the default
+    # (what those runs used), so old runs still load and resume.
+    LATER_FIELDS: ClassVar[Tuple[str, ...]] = ()
 
     num_agents: int
     obs_dim: int
@@ -80,10 +83,10 @@ class HparamsBase:
         if unknown:
             raise ValueError(f"unknown {cls.NAME} config fields {sorted(unknown)}; "
                              f"known fields: {sorted(known)}")
-        missing = known - set(config.keys())
+        missing = known - set(config.keys()) - set(cls.LATER_FIELDS)
         if missing:
             raise ValueError(f"{cls.NAME} config lacks fields {sorted(missing)}")
-        vals = {k: config[k] for k in known}
+        vals = {k: config[k] for k in known if k in config}
         for f in fields:
             if f.name in vals and _is_tuple_field(f):
                 vals[f.name] = tuple(int(x) for x in vals[f.name])
@@ -97,6 +100,13 @@ class HparamsBase:
         if isinstance(config, cls):
             return config
         return cls.from_config(config, num_agents, obs_dim, act_dim)
+
+    @classmethod
+    def with_later_fields(cls, agent_config: dict) -> dict:
+        """``agent_config`` (a stored dict) with any missing ``LATER_FIELDS`` at their
+        defaults: the config an older run was trained with, in today's field set."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        return {**{k: defaults[k] for k in cls.LATER_FIELDS}, **agent_config}
 
     @classmethod
     def default_config(cls):

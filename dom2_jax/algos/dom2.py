@@ -63,6 +63,7 @@ class Hparams(common.HparamsBase, common.DiffusionActorModules):
 
     NAME = "DOM2"
     COEF_NAMES = ("eta", "zeta", "rho", "gamma")
+    LATER_FIELDS = ("remat_solver",)  # added in session 15 (False before)
 
     # Policy improvement and critic regularisation (the paper's symbols).
     eta: float = 1.0                 # Q-loss weight (Eq. 5); Diffusion-QL's locomotion value
@@ -81,6 +82,7 @@ class Hparams(common.HparamsBase, common.DiffusionActorModules):
     use_bc_loss: bool = True         # False: the "w/o diffusion loss" ablation
     q_for_actor: str = "q1"          # critic guiding the actor: "q1" (TD3) or "min" of both
     ema_decay: float = 0.995         # EMA actor used by act (Diffusion-QL); 0 disables it
+    remat_solver: bool = False       # jax.checkpoint each solver step of the Q term (memory)
     # Critics.
     critic_hidden: Tuple[int, ...] = (256, 256, 256)
     num_cql_actions: int = 10        # M uniform actions in the CQL logsumexp (MA-CQL, OMAR)
@@ -148,13 +150,16 @@ def init(key: Array, config, num_agents: int, obs_dim: int, act_dim: int) -> DOM
 
 
 # ----------------------------------------------------------------------------- sampling
-def sample_actions(hp: Hparams, actor_params, obs: Array, key: Array) -> Array:
-    """a = clip(DPM-Solver(eps_theta(., obs, .)), -1, 1) for ONE agent: obs [..., obs_dim]."""
+def sample_actions(hp: Hparams, actor_params, obs: Array, key: Array,
+                   remat: bool = False) -> Array:
+    """a = clip(DPM-Solver(eps_theta(., obs, .)), -1, 1) for ONE agent: obs [..., obs_dim].
+    ``remat``: rematerialise each solver step in the backward pass (``dpm_solver_sample``)."""
     net = hp.noise_net_module
     x_T = jax.random.normal(key, obs.shape[:-1] + (hp.act_dim,), obs.dtype)
     eps_fn = lambda x, t: net.apply(actor_params, x, obs, t)
     a = diffusion.dpm_solver_sample(eps_fn, x_T, hp.schedule, hp.num_solver_steps,
-                                    order=hp.solver_order, t_end=hp.t_end, grid=hp.solver_grid)
+                                    order=hp.solver_order, t_end=hp.t_end, grid=hp.solver_grid,
+                                    remat=remat)
     return jnp.clip(a, -1.0, 1.0)
 
 
@@ -187,7 +192,7 @@ def actor_loss(hp: Hparams, coef, actor_params, critic_params, batch, key: Array
     bc = diffusion.eps_loss(eps_fn, batch["actions"], k_bc, sched, t_end=hp.t_end)
     # Q term (the weight is the state coefficient eta: eta = 0 trains pure BC in the same
     # program, so a sweep over eta is one vmapped program).
-    a_pi = sample_actions(hp, actor_params, obs, k_pi)
+    a_pi = sample_actions(hp, actor_params, obs, k_pi, remat=hp.remat_solver)
     q = critic.apply(critic_params, obs, a_pi)
     q = q[0] if hp.q_for_actor == "q1" else jnp.min(q, axis=0)
     q_loss = -jnp.mean(q) / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)) + 1e-6)

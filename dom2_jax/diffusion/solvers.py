@@ -126,7 +126,7 @@ def _ddpm_step(eps_fn, schedule, x, s, t, noise, last):
 def dpm_solver_sample(eps_fn: EpsFn, x_T: jax.Array, schedule: VPSchedule, num_steps: int,
                       order: int = 1, t_end: float = 1e-3, grid: str = "logsnr",
                       t_start: float = 1.0, unroll: bool | int = 1,
-                      return_trajectory: bool = False):
+                      return_trajectory: bool = False, remat: bool = False):
     """Singlestep DPM-Solver of order 1, 2 or 3 with ``num_steps`` steps.
 
     Args:
@@ -139,6 +139,9 @@ def dpm_solver_sample(eps_fn: EpsFn, x_T: jax.Array, schedule: VPSchedule, num_s
       grid: "logsnr" or "time_uniform".
       unroll: forwarded to ``lax.scan``.
       return_trajectory: also return the states after every step [num_steps, ..., d].
+      remat: ``jax.checkpoint`` each step, so a gradient through the sampler keeps only the
+        N step inputs and recomputes each step's network activations in the backward pass
+        (memory for about one more forward pass; same values).
     Returns:
       x_0 [..., d] (no clipping: callers clip to their action box), or (x_0, trajectory).
     """
@@ -152,6 +155,8 @@ def dpm_solver_sample(eps_fn: EpsFn, x_T: jax.Array, schedule: VPSchedule, num_s
         x = _dpm_step(eps_fn, schedule, x, s, t, order, r1, r2)
         return x, (x if return_trajectory else None)
 
+    if remat:
+        body = jax.checkpoint(body)
     x0, traj = jax.lax.scan(body, x_T, (ts[:-1], ts[1:]), unroll=unroll)
     return (x0, traj) if return_trajectory else x0
 
