@@ -41,6 +41,16 @@ sweep() {  # CORE ARGS...: one experiments.sweep pinned to a core
 
 phase() { [[ " $PHASES " == *" $1 "* ]]; }
 
+# The four datasets first, one at a time, with seed 0 (both queues would otherwise race to
+# generate the same file, each with its own run's seed). ~1 min each on this CPU.
+for env in $SPREAD $HC; do
+  for q in medium expert; do
+    [[ -e "$DATA/$env/$q" ]] && continue
+    taskset -c 0 "$PY" -m experiments.generate_dataset --env=$env --quality=$q \
+      --num_samples=1000000 --seed=0 "--out=$DATA/$env/$q" || exit 1
+  done
+done
+
 if phase 1; then
   # HalfCheetah DOM2 is the longest (~2 h a run): it gets a core of its own, the rest the other.
   sweep 1 --algos=dom2 --envs=$HC --qualities=medium,expert &
