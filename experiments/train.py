@@ -313,12 +313,24 @@ def run(argv_flags=FLAGS):
     sharding = None
     if len(devices) > 1:
         sharding = NamedSharding(Mesh(np.array(devices), ("seed",)), PartitionSpec("seed"))
+    _say(f"{f.algo} on {f.env}: {int(config.num_updates)} updates of batch "
+         f"{int(config.agent.batch_size)}, evaluating {int(config.eval_episodes)} episodes every "
+         f"{int(config.eval_every)}; observations "
+         f"{'standardised' if config.get('normalize_obs', False) else 'raw'}; "
+         f"{f.num_seeds} seed(s) from --seed={f.seed}; preset {f.preset or 'none (paper scale)'}; "
+         f"data {path} ({ds.num_transitions} transitions used). Full config: "
+         f"{os.path.join(f.workdir, 'config.json')} (or --show_config)")
+    _say("compiling the training program (on a CPU this takes ~10-60 s; "
+         "--compilation_cache=DIR reuses it across runs)...")
+    t_compile = time.time()
     try:  # refuses sizes that cannot fit, before anything of the run is written
         plan, chunk = plan_seed_groups(f, trainer, algo, arrays, carry, sharding)
     except ValueError:
         if new_workdir:
             shutil.rmtree(f.workdir, ignore_errors=True)
         raise
+    compile_s = time.time() - t_compile
+    _say(f"compiled in {compile_s:.0f} s")
     reporting.write_json(cfg_file, resolved)
     reporting.write_json(os.path.join(f.workdir, "seed_plan.json"),
                          dict(plan.to_json(), num_seeds=f.num_seeds))
@@ -342,7 +354,7 @@ def run(argv_flags=FLAGS):
 
     k = int(config.eval_every)
     t0 = time.time()
-    compile_s = None
+    first_chunk_s = None
     bar = tqdm(total=trainer.num_chunks * k, initial=start * k, unit="upd",
                disable=not f.progress, dynamic_ncols=True)
     ev = None
@@ -352,8 +364,8 @@ def run(argv_flags=FLAGS):
         summary, ev = jax.device_get((summary, ev))
         if eval_backend == "cpu":
             ev = host_evaluate(carry.state, ev["eval_key"])
-        if compile_s is None:
-            compile_s = time.time() - tc
+        if first_chunk_s is None:
+            first_chunk_s = time.time() - tc
         bad = first_nonfinite(summary)
         if bad is not None:
             raise NonFiniteLossError(
@@ -393,7 +405,8 @@ def run(argv_flags=FLAGS):
                "eval_episodes": int(config.eval_episodes), "eval_backend": eval_backend,
                "shift": f.shift,
                "reference_returns": refs, "config": config.to_dict(),
-               "wall_clock_s": wall, "first_chunk_s_incl_compile": compile_s,
+               "wall_clock_s": wall, "compile_s": compile_s, "first_chunk_s": first_chunk_s,
+               "first_chunk_s_incl_compile": compile_s + (first_chunk_s or 0.0),
                "seed_plan": plan.to_json(),
                "devices": [str(d) for d in devices], "processes": jax.process_count(),
                "updates_per_s_per_seed": (trainer.num_chunks - start) * k / max(wall, 1e-9),

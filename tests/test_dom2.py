@@ -1,4 +1,5 @@
 """DOM2 learner: vmapped update = per-agent updates, single compile, bandit, CQL, NaN guard."""
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -67,13 +68,14 @@ def test_compiles_once_across_steps_and_calls():
     state, m = run(state, jax.random.PRNGKey(2))
     assert run._cache_size() == size
     assert m["critic_loss"].shape == (4, a) and int(state.step) == 12
-    # the update traced inside the scan is traced once per program, not once per step
-    traces = []
-    counted = jax.jit(lambda s, b, k: (traces.append(1), dom2.update(s, b, k))[1])
+    # the update is traced once per program, not once per call (chex counts the traces)
+    counted = jax.jit(chex.assert_max_traces(dom2.update, n=1))
     batch = jax.tree.map(lambda x: jnp.moveaxis(x[:64], 0, 1), arrays)
     jax.eval_shape(counted, state, batch, jax.random.PRNGKey(3))
     jax.eval_shape(counted, state, batch, jax.random.PRNGKey(4))
-    assert len(traces) == 1
+    with pytest.raises(AssertionError):  # a new batch shape is a second trace: it would show
+        jax.eval_shape(counted, state, jax.tree.map(lambda x: x[:, :32], batch),
+                       jax.random.PRNGKey(5))
 
 
 def test_act_shapes_range_and_errors():

@@ -103,6 +103,11 @@ def test_launcher_results_and_resume_equals_uninterrupted(tmp_path, spread_rando
     assert re.search(r"update 2/4: eval -?\d+\.\d \(\d+ s\)", r.stdout), r.stdout
     assert "update 4/4: eval" in r.stdout
     assert json.load(open(full / "config.json"))["config"]["agent"]["noise_hidden"] == [32]
+    # what it runs, a word before the compile, the shifted score in the final line
+    assert "dom2 on mpe_spread: 4 updates of batch" in r.stderr
+    assert "compiling the training program" in r.stderr and "compiled in" in r.stderr
+    assert re.search(r"final score .*; shifted \(speed\) -?\d+\.\d", r.stdout), r.stdout
+    assert res["compile_s"] > 0 and res["first_chunk_s"] >= 0
 
     # An interrupted run: only the first checkpoint survived, plus a half-written one left by
     # a process killed while saving. Re-running the command resumes and ends identically.

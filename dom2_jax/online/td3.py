@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Dict, Optional, Tuple
 
+import distrax
 import flax
 import jax
 import jax.numpy as jnp
@@ -344,7 +345,7 @@ class TD3:
         # 1. act and step
         k_noise, k_unif = jax.random.split(k_act)
         a = self.actor_apply(state.actor.params, state.obs)
-        a = jnp.clip(a + c.expl_noise * jax.random.normal(k_noise, a.shape), -1.0, 1.0)
+        a = jnp.clip(distrax.Normal(a, c.expl_noise).sample(seed=k_noise), -1.0, 1.0)
         a_rand = jax.random.uniform(k_unif, a.shape, jnp.float32, -1.0, 1.0)
         a = jnp.where(state.env_steps < c.start_steps, a_rand, a)
         next_obs, env_state, reward, done, _ = jax.vmap(env.step)(
@@ -410,7 +411,7 @@ class TD3:
         def policy(params, obs, key):
             k_n, k_u = jax.random.split(key)
             a = self.actor_apply(params["actor"], obs)
-            a = jnp.clip(a + params["sigma"] * jax.random.normal(k_n, a.shape), -1.0, 1.0)
+            a = jnp.clip(distrax.Normal(a, params["sigma"]).sample(seed=k_n), -1.0, 1.0)
             u = jax.random.uniform(k_u, a.shape, jnp.float32, -1.0, 1.0)
             return jnp.where(params["uniform"], u, a)
         return policy
