@@ -9,20 +9,41 @@ evaluations of every run in a group (all vmapped seeds of all base seeds) and wr
 (default ROOT):
 
   report.md    Table 1/3 layout (rows task x quality, columns algorithms): mean +- std over
-               seeds of the final score, and of each seed's best evaluation; a Fig. 5 table
+               seeds of the final score, and of each seed's best evaluation; the same cells as
+               interquartile mean with 95% bootstrap confidence intervals; a Fig. 5 table
                (data fractions x algorithms) when several fractions are present; a Fig. 6 table
                (DOM2 ablations) when ablations are present; unfinished/unreadable runs.
-  report.json  the same numbers (per group: seeds, mean, std, per-seed values, workdirs).
-  bars_<env>.png               final score per quality and algorithm, error bars = std.
+  report.json  the same numbers (per group: seeds, mean, std, IQM, confidence intervals,
+               per-seed values, workdirs).
+  bars_<env>.png               final score per quality and algorithm, error bars = std, each
+                               bar labelled with its budget (updates).
   curves_<env>_<quality>.png   evaluation score against updates from each run's metrics.csv,
                                mean over seeds with a +-std band, one line per variant.
   paper_<env>.png              the "Next to the paper" rows as bars: ours (raw score, hatched
                                where the run is unfinished) beside the paper's, one panel per
-                               evaluation environment and quality, error bars = std.
+                               evaluation environment and quality, error bars = std; each of
+                               our bars labelled with its updates ("2k/6k": unfinished, 2k of
+                               6k planned); a panel whose bars differ in budget says so.
 
 std is the population standard deviation over seeds (numpy's default, as train.py's
 ``final_score_std_over_seeds``). ``--metric=normalised`` uses 100 (score - random) / (expert -
 random) with each run's dataset reference returns; runs without them show "n/a".
+
+Aggregates that hold with few seeds (as rliable / marl-eval report them), per group over its
+pooled per-seed final scores:
+  IQM     the interquartile mean, rliable's ``aggregate_iqm`` = ``scipy.stats.trim_mean(x,
+          0.25)``: sort the n scores, drop floor(n / 4) from each end (no fractional weights),
+          average the rest. So n <= 3 drops nothing (IQM = mean), n = 4..7 drops the lowest
+          and highest one, n = 8..11 two each, ...
+  CI      95% percentile bootstrap confidence intervals of the mean and of the IQM:
+          ``BOOTSTRAP_RESAMPLES`` (2000) resamples of the n seeds with replacement (rliable's
+          stratified bootstrap with one task per group, i.e. a plain bootstrap over seeds), the
+          same resamples for both statistics, drawn from ``numpy.random.default_rng(0)`` afresh
+          for each group (reproducible, independent of the other groups); bounds are the 2.5th
+          and 97.5th percentiles (numpy's linear interpolation) of the resampled statistic.
+          With one seed there is no interval ("n/a (1 seed)"). A bootstrap over few seeds is
+          itself rough: with 2 or 3 seeds the interval is just [lowest, highest seed] (a
+          resample of n copies of the lowest seed has probability n^-n >= 1/27 > 2.5%).
 Needs no JAX (reads files only).
 """
 from __future__ import annotations
@@ -255,6 +276,41 @@ def _mean_std(values):
     return m, math.sqrt(sum((v - m) ** 2 for v in vals) / len(vals))
 
 
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+CI_LEVEL = 0.95
+
+
+def _iqm_sorted(x: np.ndarray) -> np.ndarray:
+    """IQM along the last axis of ``x``, each row sorted ascending: the mean of what remains
+    after dropping floor(n / 4) values at each end (``scipy.stats.trim_mean(x, 0.25)``)."""
+    n = x.shape[-1]
+    k = int(0.25 * n)
+    return x[..., k:n - k].mean(-1)
+
+
+def iqm(values) -> Optional[float]:
+    """Interquartile mean as rliable's ``aggregate_iqm`` (module docstring); None if empty or
+    any value is missing."""
+    if not len(values) or any(v is None for v in values):
+        return None
+    return float(_iqm_sorted(np.sort(np.asarray(values, float))))
+
+
+def bootstrap_ci(values, reps: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                 level: float = CI_LEVEL) -> Dict[str, Optional[List[float]]]:
+    """{"mean": [lo, hi], "iqm": [lo, hi]}: percentile bootstrap confidence intervals over the
+    seeds (module docstring); both None with fewer than two values or any missing."""
+    if len(values) < 2 or any(v is None for v in values):
+        return {"mean": None, "iqm": None}
+    x = np.asarray(values, float)
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(reps, len(x)))
+    samples = np.sort(x[idx], axis=1)
+    q = [50 * (1 - level), 50 * (1 + level)]
+    return {name: [float(v) for v in np.percentile(stat, q)]
+            for name, stat in (("mean", samples.mean(1)), ("iqm", _iqm_sorted(samples)))}
+
+
 def group_key(rec):
     return (rec["env"], rec["quality"], rec["algo"], rec["ablation"], rec["fraction"])
 
@@ -283,6 +339,9 @@ def aggregate(records: List[Dict], metric: str) -> List[Dict]:
         g["num_runs"] = len(g["workdirs"])
         g["final_mean"], g["final_std"] = _mean_std(g["final"])
         g["best_mean"], g["best_std"] = _mean_std(g["best"])
+        g["final_iqm"] = iqm(g["final"])
+        ci = bootstrap_ci(g["final"])
+        g["final_mean_ci"], g["final_iqm_ci"] = ci["mean"], ci["iqm"]
         out.append(g)
     return out
 
@@ -316,6 +375,19 @@ def _best_cell(g):
     return f"{g['best_mean']:.1f} ± {g['best_std']:.1f} ({g['num_seeds']})"
 
 
+def _robust_cell(g):
+    """IQM [its 95% CI]; then the mean's 95% CI; seeds in brackets."""
+    if g is None:
+        return "–"
+    n = g["num_seeds"]
+    if g["final_iqm"] is None:
+        return f"n/a ({n} seeds)"
+    if g["final_iqm_ci"] is None:
+        return f"{g['final_iqm']:.1f}, CI n/a (1 seed)"
+    (a, b), (c, d) = g["final_iqm_ci"], g["final_mean_ci"]
+    return f"{g['final_iqm']:.1f} [{a:.1f}, {b:.1f}]; mean [{c:.1f}, {d:.1f}] ({n})"
+
+
 def _table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -332,8 +404,8 @@ def _bold_best(cells, groups):
 
 
 def tables(groups: List[Dict], metric: str) -> Dict[str, str]:
-    """Markdown tables: main (final), main_best, fractions, ablations (the last two may be
-    absent)."""
+    """Markdown tables: main (final), main_best, main_robust (IQM and bootstrap CIs of the
+    final scores), fractions, ablations (the last two may be absent)."""
     by = {(g["env"], g["quality"], g["algo"], g["ablation"], g["fraction"]): g for g in groups}
     tasks = []
     for g in groups:
@@ -344,7 +416,8 @@ def tables(groups: List[Dict], metric: str) -> Dict[str, str]:
     full = lambda a: "full" if a == "dom2" else None
     out = {}
     header = ["task", "quality"] + [ALGO_LABELS.get(a, a) for a in algos] + ["protocol"]
-    for name, fn in (("main", _cell), ("main_best", _best_cell)):
+    for name, fn in (("main", _cell), ("main_best", _best_cell),
+                     ("main_robust", _robust_cell)):
         rows = []
         for env, q in tasks:
             gs = [by.get((env, q, a, full(a), 1.0)) for a in algos]
@@ -617,7 +690,16 @@ def markdown(groups, records, metric, figures, root=".", paper_rows=None,
     if "main" in t:
         md += ["## Final performance (Table 1/3 layout)\n", t["main"], "",
                "## Best evaluation during training (mean ± std over seeds of each seed's best)\n",
-               t["main_best"], ""]
+               t["main_best"], "",
+               "## Final performance: interquartile mean and 95% bootstrap confidence "
+               "intervals\n",
+               "Aggregates that hold with few seeds (as rliable / marl-eval report them). Cells: "
+               "IQM of the seeds' final scores (rliable's 25% trimmed mean: floor(n/4) seeds "
+               f"dropped at each end, so IQM = mean for 3 seeds or fewer) [95% CI]; mean [95% "
+               f"CI] (seeds). CIs: percentile bootstrap over seeds, {BOOTSTRAP_RESAMPLES} "
+               f"resamples, numpy default_rng({BOOTSTRAP_SEED}); none with 1 seed; with 2 or 3 "
+               "seeds it is just [lowest, highest seed].\n",
+               t["main_robust"], ""]
     if paper_rows:
         md += ["## Next to the paper (Tables 1-4; raw score)\n",
                "Episode return, mean ± std over seeds (population std) of the final "
@@ -653,38 +735,73 @@ def _plt():
 
 
 def _save(fig, path, rect=None):
-    fig.tight_layout(rect=rect)
+    if fig.get_layout_engine() is None:
+        fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=110)
     _plt().close(fig)
 
 
-def bar_charts(groups, metric, out) -> List[str]:
+def _budget_label(updates, planned=None, finished=True) -> str:
+    """A bar's budget in updates: "30k"; "2k/6k" for a run stopped at 2k of 6k planned."""
+    updates = [u for u in updates or [] if u is not None]
+    planned = [u for u in planned or [] if u is not None]
+    if finished or not planned or planned == updates:
+        return _updates(updates)
+    return f"{_updates(updates)}/{_updates(planned)}"
+
+
+def _label_bar(ax, x, mean, sd, text):
+    """``text`` just beyond the end of a bar and its error bar (above it, or below a negative
+    one), rotated to fit the bar's width."""
+    up = mean >= 0
+    end = mean + (sd or 0.0) if up else mean - (sd or 0.0)
+    ax.annotate(text, (x, end), xytext=(0, 2 if up else -2), textcoords="offset points",
+                ha="center", va="bottom" if up else "top", rotation=90, fontsize=7)
+
+
+def bar_figure(env, gs, metric):
+    """``bars_<env>.png``: final score per quality (x) and algorithm (colour) of the groups
+    ``gs`` of one env, error bars = std, each bar labelled with its budget (updates); a title
+    line names the qualities whose bars differ in budget. Returns the open figure; its legend
+    (``fig.legends[0]``) sits right of the axes, clear of the title."""
     plt = _plt()
+    qs = sorted({g["quality"] for g in gs}, key=lambda q: (_index(QUALITIES, q), q))
+    algos = sorted({g["algo"] for g in gs}, key=lambda a: (_index(ALGO_ORDER, a), a))
+    width = 0.8 / len(algos)
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(qs) + 3), 3.8), layout="constrained")
+    budgets = {q: set() for q in qs}
+    for j, a in enumerate(algos):
+        xs, ms, ss = [], [], []
+        for i, q in enumerate(qs):
+            g = next((x for x in gs if x["quality"] == q and x["algo"] == a), None)
+            if g is not None:
+                xs.append(i - 0.4 + width * (j + 0.5))
+                ms.append(g["final_mean"])
+                ss.append(g["final_std"])
+                budgets[q].add(tuple(g["protocol"]["num_updates"]))
+                _label_bar(ax, xs[-1], ms[-1], ss[-1],
+                           _budget_label(g["protocol"]["num_updates"]))
+        ax.bar(xs, ms, width, yerr=ss, capsize=3, label=ALGO_LABELS.get(a, a), color=f"C{j}")
+    ax.margins(y=0.12)
+    ax.set_xticks(range(len(qs)))
+    ax.set_xticklabels(qs)
+    ax.set_ylabel("normalised score" if metric == "normalised" else "episode score")
+    title = f"{env}: final score, mean ± std over seeds\nover each bar: its updates"
+    differ = [q for q in qs if len(budgets[q]) > 1]
+    if differ:
+        title += f"; budgets differ in: {', '.join(differ)}"
+    fig.suptitle(title, fontsize=10, color="C3" if differ else "black")
+    fig.legend(fontsize=8, loc="outside right upper", frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def bar_charts(groups, metric, out) -> List[str]:
     files = []
     main = [g for g in groups if g["ablation"] in (None, "full") and g["fraction"] == 1.0
             and g["final_mean"] is not None]
     for env in sorted({g["env"] for g in main}, key=lambda e: (_index(ENVS, e), e)):
-        gs = [g for g in main if g["env"] == env]
-        qs = sorted({g["quality"] for g in gs}, key=lambda q: (_index(QUALITIES, q), q))
-        algos = sorted({g["algo"] for g in gs}, key=lambda a: (_index(ALGO_ORDER, a), a))
-        width = 0.8 / len(algos)
-        fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(qs) + 2), 3.8))
-        for j, a in enumerate(algos):
-            xs, ms, ss = [], [], []
-            for i, q in enumerate(qs):
-                g = next((x for x in gs if x["quality"] == q and x["algo"] == a), None)
-                if g is not None:
-                    xs.append(i - 0.4 + width * (j + 0.5))
-                    ms.append(g["final_mean"])
-                    ss.append(g["final_std"])
-            ax.bar(xs, ms, width, yerr=ss, capsize=3, label=ALGO_LABELS.get(a, a),
-                   color=f"C{j}")
-        ax.set_xticks(range(len(qs)))
-        ax.set_xticklabels(qs)
-        ax.set_ylabel("normalised score" if metric == "normalised" else "episode score")
-        ax.set_title(f"{env}: final score, mean ± std over seeds", fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
+        fig = bar_figure(env, [g for g in main if g["env"] == env], metric)
         name = f"bars_{env}.png"
         _save(fig, os.path.join(out, name))
         files.append(name)
@@ -694,8 +811,9 @@ def bar_charts(groups, metric, out) -> List[str]:
 def paper_panels(rows: List[Dict]) -> Dict[str, List[Dict]]:
     """The ``paper_comparison`` rows regrouped for ``paper_charts``: per env, one panel per
     (shift, quality) we ran, in table order, holding a bar pair per algorithm (ours, or None;
-    the paper's, or None). The paper's algorithms we have not run yet appear with ours None,
-    so a panel shows what is missing as well as what differs."""
+    the paper's, or None) with our run's updates (reached, and planned; None without ours).
+    The paper's algorithms we have not run yet appear with ours None, so a panel shows what is
+    missing as well as what differs."""
     bars: Dict[str, Dict[tuple, Dict]] = {}  # env -> (shift, quality) -> algo -> bar pair
     for r in rows:
         panel = bars.setdefault(r["env"], {}).setdefault((r["shift"], r["quality"]), {})
@@ -703,10 +821,12 @@ def paper_panels(rows: List[Dict]) -> Dict[str, List[Dict]]:
             for a in paper_tables.ALGOS:
                 paper = paper_tables.paper_score(r["env"], r["quality"], a, r["shift"])
                 if paper:
-                    panel[a] = {"ours": None, "paper": paper}
+                    panel[a] = {"ours": None, "paper": paper, "updates": None,
+                                "planned_updates": None}
         panel[r["algo"]] = {
             "ours": (r["mean"], r["std"], r["finished"]),
-            "paper": (r["paper_mean"], r["paper_std"]) if r["paper_mean"] is not None else None}
+            "paper": (r["paper_mean"], r["paper_std"]) if r["paper_mean"] is not None else None,
+            "updates": r["updates"], "planned_updates": r["planned_updates"]}
     return {env: [{"shift": shift, "quality": q,
                    "bars": [dict(algo=a, **panel[a]) for a in
                             sorted(panel, key=lambda a: (_index(ALGO_ORDER, a), a))]}
@@ -714,42 +834,67 @@ def paper_panels(rows: List[Dict]) -> Dict[str, List[Dict]]:
             for env, env_bars in bars.items()}
 
 
-def paper_charts(rows: List[Dict], out) -> List[str]:
+def paper_figure(env, panels):
+    """``paper_<env>.png`` from ``paper_panels(rows)[env]``: a panel per (evaluation
+    environment, quality), ours beside the paper's per algorithm, each of our bars labelled
+    with its budget ("2k/6k": unfinished at 2k of 6k planned), a panel title saying when our
+    bars differ in budget. The legend (``fig.legends[0]``) sits below the panels and lists
+    only what is drawn (no "unfinished" entry when every run finished). Returns the open
+    figure."""
     plt = _plt()
+    ncol = min(len(panels), 4)
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(max(3.6 * ncol, 6.0), 3.2 * nrow + 0.8),
+                             squeeze=False, layout="constrained")
+    drawn = set()
+    for ax, p in zip(axes.flat, panels):
+        budgets = set()
+        for i, b in enumerate(p["bars"]):
+            if b["ours"] is not None:
+                m, sd, finished = b["ours"]
+                drawn.add("final" if finished else "unfinished")
+                ax.bar(i - 0.2, m, 0.4, yerr=sd, capsize=2, color="C0",
+                       alpha=1.0 if finished else 0.45, hatch=None if finished else "//")
+                _label_bar(ax, i - 0.2, m, sd,
+                           _budget_label(b["updates"], b["planned_updates"], finished))
+                budgets.add(tuple(b["planned_updates"] or b["updates"] or ()))
+            if b["paper"] is not None:
+                drawn.add("paper")
+                ax.bar(i + 0.2, b["paper"][0], 0.4, yerr=b["paper"][1], capsize=2,
+                       color="0.6")
+        ax.margins(y=0.15)
+        ax.set_xticks(range(len(p["bars"])))
+        ax.set_xticklabels([ALGO_LABELS.get(b["algo"], b["algo"]) for b in p["bars"]],
+                           rotation=30, fontsize=7, ha="right")
+        shift = p["shift"] or "standard"
+        title = f"{p['quality']}, {shift} env"
+        if len(budgets) > 1:
+            title += "\nours: budgets differ"
+        ax.set_title(title, fontsize=9, color="C3" if len(budgets) > 1 else "black")
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("episode score")
+    handles = [h for key, h in (
+        ("final", Patch(color="C0", label="ours (final)")),
+        ("unfinished", Patch(facecolor="C0", alpha=0.45, hatch="//",
+                             label="ours (unfinished: newest eval)")),
+        ("paper", Patch(color="0.6", label="paper (Tables 1-4)"))) if key in drawn]
+    fig.legend(handles=handles, fontsize=7, ncol=len(handles), loc="outside lower center",
+               frameon=False)
+    fig.suptitle(f"{env}: ours next to the paper, mean ± std\nover our bars: updates "
+                 "(reached/planned where unfinished)", fontsize=9)
+    return fig
+
+
+def paper_charts(rows: List[Dict], out) -> List[str]:
     files = []
     for env, panels in sorted(paper_panels(rows).items(),
                               key=lambda kv: (_index(ENVS, kv[0]), kv[0])):
-        ncol = min(len(panels), 4)
-        nrow = -(-len(panels) // ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.2 * nrow), squeeze=False)
-        for ax, p in zip(axes.flat, panels):
-            for i, b in enumerate(p["bars"]):
-                if b["ours"] is not None:
-                    m, sd, finished = b["ours"]
-                    ax.bar(i - 0.2, m, 0.4, yerr=sd, capsize=2, color="C0",
-                           alpha=1.0 if finished else 0.45, hatch=None if finished else "//")
-                if b["paper"] is not None:
-                    ax.bar(i + 0.2, b["paper"][0], 0.4, yerr=b["paper"][1], capsize=2,
-                           color="0.6")
-            ax.set_xticks(range(len(p["bars"])))
-            ax.set_xticklabels([ALGO_LABELS.get(b["algo"], b["algo"]) for b in p["bars"]],
-                               rotation=30, fontsize=7, ha="right")
-            shift = p["shift"] or "standard"
-            ax.set_title(f"{p['quality']}, {shift} env", fontsize=9)
-            ax.grid(axis="y", alpha=0.3)
-        for ax in list(axes.flat)[len(panels):]:
-            ax.axis("off")
-        for ax in axes[:, 0]:
-            ax.set_ylabel("episode score")
-        fig.legend(handles=[
-            Patch(color="C0", label="ours (final)"),
-            Patch(facecolor="C0", alpha=0.45, hatch="//", label="ours (unfinished: newest eval)"),
-            Patch(color="0.6", label="paper (Tables 1-4)")], fontsize=7, ncol=3,
-            loc="upper right", frameon=False)
-        fig.suptitle(f"{env}: ours next to the paper, mean ± std", fontsize=10, x=0.01,
-                     ha="left")
+        fig = paper_figure(env, panels)
         name = f"paper_{env}.png"
-        _save(fig, os.path.join(out, name), rect=(0, 0, 1, 1 - 0.3 / (3.2 * nrow)))
+        _save(fig, os.path.join(out, name))
         files.append(name)
     return files
 

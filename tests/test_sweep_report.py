@@ -326,10 +326,13 @@ def test_report_next_to_the_paper_and_several_roots(tmp_path):
                                                                           ("speed", "expert")]
     bars = {b["algo"]: b for b in panels["mpe_spread"][0]["bars"]}
     assert list(bars) == ["bc", "macql", "omar", "masfbc", "dom2"]
-    assert bars["masfbc"] == {"algo": "masfbc", "ours": None, "paper": (553.0, 41.1)}
+    assert bars["masfbc"] == {"algo": "masfbc", "ours": None, "paper": (553.0, 41.1),
+                              "updates": None, "planned_updates": None}
     assert bars["bc"]["paper"] is None and bars["macql"]["ours"] == (300.0, 0.0, False)
     assert bars["dom2"]["ours"] == (610.0, 10.0, True)
     assert bars["dom2"]["paper"] == (628.6, 17.2)
+    assert (bars["macql"]["updates"], bars["macql"]["planned_updates"]) == ([2000], [6000])
+    assert (bars["dom2"]["updates"], bars["dom2"]["planned_updates"]) == ([100], [100])
     assert "paper_mpe_spread.png" in rep["figures"]
     assert (tmp_path / "rep" / "paper_mpe_spread.png").stat().st_size > 1000
 
@@ -437,3 +440,133 @@ def test_report_gives_a_verdict_per_claim(tmp_path):
     rep = report.make_report(str(root), metric="score")
     best = {(c["claim"], c["scope"]): c for c in rep["claims"]}["dom2_best", "standard env"]
     assert best["verdict"] == "not comparable" and "num_updates" in best["evidence"]
+
+
+def test_iqm_and_bootstrap_confidence_intervals_by_hand():
+    """IQM = rliable's aggregate_iqm (scipy.stats.trim_mean(x, 0.25): floor(n/4) dropped at
+    each end); percentile bootstrap CIs over seeds, resampled with replacement."""
+    iqm, ci = report.iqm, report.bootstrap_ci
+    assert iqm([100.0, 1.0, 8.0, 2.0, 4.0]) == pytest.approx(14 / 3)  # not 23 (mean), 4 (median)
+    assert iqm([1.0, 2.0, 3.0, 100.0]) == pytest.approx(2.5)           # n=4: one off each end
+    assert iqm([1.0, 2.0, 100.0]) == pytest.approx(103 / 3)            # n=3: nothing dropped
+    assert iqm([1, 2, 3, 4, 5, 6, 7, 100]) == pytest.approx(4.5)       # n=8: two off each end
+    assert iqm([7.0]) == 7.0 and iqm([]) is None and iqm([1.0, None]) is None
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(1)
+    for n in range(1, 14):
+        x = rng.normal(size=n) * 10
+        assert iqm(list(x)) == pytest.approx(stats.trim_mean(x, 0.25)), n
+
+    # two seeds: a resample is (0,0), (0,10), (10,0) or (10,10), so with replacement the
+    # interval is [0, 10]; resampling without replacement would give [5, 5]
+    assert ci([0.0, 10.0]) == {"mean": [0.0, 10.0], "iqm": [0.0, 10.0]}
+    # three seeds: the all-lowest resample has probability 1/27 > 2.5%: [lowest, highest]
+    assert ci([510.0, 500.0, 520.0]) == {"mean": [500.0, 520.0], "iqm": [500.0, 520.0]}
+    assert ci([7.0]) == {"mean": None, "iqm": None} and ci([1.0, None])["mean"] is None
+
+    x = [1.0, 2.0, 4.0, 8.0, 100.0]
+    c = ci(x)
+    assert c == ci(x)  # fixed RNG: reproducible
+    # >= 3 copies of 100 in a resample: P = 0.058 > 2.5%, so the upper bounds lie there:
+    # mean >= (300 + 1 + 1) / 5, IQM (middle three) >= (1 + 100 + 100) / 3
+    assert 302 / 5 <= c["mean"][1] < 100 and 201 / 3 <= c["iqm"][1] < 100
+    # no 100 in 33% of resamples: the lower bounds are means of the small values
+    assert 1.0 < c["mean"][0] < 4.0 and 1.0 <= c["iqm"][0] < 4.0
+    assert c["mean"][0] < np.mean(x) < c["mean"][1] and c["iqm"][0] < 14 / 3 < c["iqm"][1]
+    # against the exact bootstrap distribution (all 5^5 resamples): each bound cuts off
+    # 2.5% on its side, up to the noise of 2000 resamples
+    idx = np.stack(np.meshgrid(*[range(5)] * 5, indexing="ij"), -1).reshape(-1, 5)
+    exact = np.sort(np.asarray(x)[idx], axis=1)
+    for name, dist in (("mean", exact.mean(1)), ("iqm", exact[:, 1:4].mean(1))):
+        lo, hi = c[name]
+        assert np.mean(dist < lo) <= 0.035 and np.mean(dist <= lo) >= 0.015, name
+        assert np.mean(dist > hi) <= 0.035 and np.mean(dist >= hi) >= 0.015, name
+
+
+def test_report_shows_iqm_and_confidence_intervals(tmp_path):
+    root = tmp_path / "runs"
+    _fake_run(root, "mpe_spread/expert/dom2/seed0-n5", "dom2", [100.0, 1.0, 8.0, 2.0, 4.0])
+    _fake_run(root, "mpe_spread/expert/bc/seed0", "bc", [7.0])
+    rep = report.make_report(str(root), metric="score")
+    g = {x["algo"]: x for x in json.load(open(root / "report.json"))["groups"]}
+    c = report.bootstrap_ci([100.0, 1.0, 8.0, 2.0, 4.0])
+    assert g["dom2"]["final_iqm"] == pytest.approx(14 / 3)
+    assert g["dom2"]["final_mean_ci"] == c["mean"] and g["dom2"]["final_iqm_ci"] == c["iqm"]
+    assert g["bc"]["final_iqm"] == 7.0
+    assert g["bc"]["final_mean_ci"] is None and g["bc"]["final_iqm_ci"] is None
+    assert rep["groups"][0]["final_iqm"] == 7.0
+    md = (root / "report.md").read_text()
+    assert "| mpe_spread | expert | 7.0 ± 0.0 (1) | **23.0 ± 38.6 (5)** |" in md  # unchanged
+    assert "## Final performance: interquartile mean and 95% bootstrap confidence" in md
+    (a, b), (m0, m1) = c["iqm"], c["mean"]
+    assert (f"| mpe_spread | expert | 7.0, CI n/a (1 seed) | 4.7 [{a:.1f}, {b:.1f}]; mean "
+            f"[{m0:.1f}, {m1:.1f}] (5) |") in md
+    # normalised without reference returns: n/a, as the mean
+    res = json.load(open(root / "mpe_spread/expert/bc/seed0/results.json"))
+    res["reference_returns"] = {}
+    json.dump(res, open(root / "mpe_spread/expert/bc/seed0/results.json", "w"))
+    rep = report.make_report(str(root), str(tmp_path / "norm"), "normalised")
+    bc = {x["algo"]: x for x in rep["groups"]}["bc"]
+    assert bc["final_iqm"] is None and bc["final_mean_ci"] is None
+    md = (tmp_path / "norm" / "report.md").read_text()
+    assert "| mpe_spread | expert | n/a (1 seeds) | -5.3 [" in md  # DOM2's IQM: 14/3 - 10
+
+
+def _paper_row(algo, mean, finished=True, updates=2000, planned=2000, shift=None):
+    from experiments import paper_tables
+    paper = paper_tables.paper_score("mpe_spread", "expert", algo, shift)
+    return {"env": "mpe_spread", "shift": shift, "quality": "expert", "algo": algo,
+            "mean": mean, "std": 5.0, "num_seeds": 3, "finished": finished,
+            "updates": [updates], "planned_updates": [planned],
+            "paper_mean": paper[0] if paper else None, "paper_std": paper[1] if paper else None}
+
+
+def _layout_ok(fig, n_axes):
+    """The legend lies inside the figure and clear of the title and of every panel."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    (leg,) = fig.legends
+    box = leg.get_window_extent(r)
+    assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1
+    assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1
+    assert not box.overlaps(fig.get_suptitle() and fig._suptitle.get_window_extent(r))
+    for ax in fig.axes[:n_axes]:
+        assert not box.overlaps(ax.get_tightbbox(r))
+    return [t.get_text() for t in leg.get_texts()]
+
+
+def test_figures_legend_only_what_is_drawn_and_label_each_budget():
+    """paper_<env>.png used to print its title over the legend and always list 'unfinished';
+    now the legend sits below the panels with only what is drawn, each of our bars is
+    labelled with its updates (2k/6k: unfinished) and a panel with unequal budgets says so.
+    bars_<env>.png: legend outside the axes, budgets on the bars."""
+    plt = report._plt()
+    rows = [_paper_row("bc", 500.0), _paper_row("macql", 300.0, False, 2000, 6000),
+            _paper_row("dom2", 600.0, updates=30000, planned=30000),
+            _paper_row("dom2", 450.0, shift="speed")]
+    panels = report.paper_panels(rows)["mpe_spread"]
+    fig = report.paper_figure("mpe_spread", panels)
+    assert _layout_ok(fig, 2) == ["ours (final)", "ours (unfinished: newest eval)",
+                                  "paper (Tables 1-4)"]
+    std, shifted = fig.axes[:2]
+    assert [t.get_text() for t in std.texts] == ["2k", "2k/6k", "30k"]  # BC, MA-CQL, DOM2
+    assert "budgets differ" in std.get_title() and "budgets differ" not in shifted.get_title()
+    plt.close(fig)
+    fig = report.paper_figure("mpe_spread", report.paper_panels(
+        [_paper_row("bc", 500.0), _paper_row("dom2", 600.0)])["mpe_spread"])
+    assert _layout_ok(fig, 1) == ["ours (final)", "paper (Tables 1-4)"]
+    assert [t.get_text() for t in fig.axes[0].texts] == ["2k", "2k"]
+    assert "budgets differ" not in fig.axes[0].get_title()
+    plt.close(fig)
+
+    def group(algo, q, mean, updates):
+        return {"algo": algo, "quality": q, "final_mean": mean, "final_std": 2.0,
+                "protocol": {"num_updates": updates}}
+    fig = report.bar_figure("mpe_spread", [
+        group("bc", "expert", 500.0, [2000]), group("dom2", "expert", 600.0, [30000]),
+        group("bc", "medium", -20.0, [2000]), group("dom2", "medium", 300.0, [2000, 30000])],
+        "score")
+    assert _layout_ok(fig, 1) == ["BC", "DOM2"]
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["2k", "2k", "2k, 30k", "30k"]
+    assert "budgets differ in: medium, expert" in fig.get_suptitle()
+    plt.close(fig)
