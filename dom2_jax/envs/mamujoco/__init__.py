@@ -1,5 +1,5 @@
 """MAMuJoCo HalfCheetah 2x3: MJX env (``halfcheetah``), C-MuJoCo batch path (``cpu``),
-shared layout / shifts / reward (``common``) and GIF rendering (``render``).
+shared layout / shifts / reward (``common``) and GIF / frame rendering (``render``).
 
     from dom2_jax.envs import make
     env = make("mamujoco_halfcheetah_2x3", obsk=0, shift=None)      # MJX, jittable
@@ -15,7 +15,7 @@ _LAZY = {
     "make_halfcheetah_2x3": "halfcheetah",
     "HalfCheetahCPU": "cpu", "HalfCheetahMJXBatch": "cpu", "make_batch_env": "cpu",
     "select_backend": "cpu",
-    "render_gif": "render", "render_frames": "render",
+    "render_gif": "render", "render_frames": "render", "FrameRenderer": "render",
     "HalfCheetahConfig": "common", "SHIFT_RANGES": "common", "NOMINAL": "common",
 }
 

@@ -3,22 +3,29 @@
     out = rollout(env, policy_fn, params, key, 1, return_states=True)
     render_gif(out["states"].qpos[0], "episode.gif")   # qpos [T, 9]
 
+    renderer = FrameRenderer()                          # one frame at a time (env.render())
+    frame = renderer(qpos_t)                            # qpos [9] -> uint8 [240, 320, 3]
+
 Needs an OpenGL backend: MuJoCo picks it from ``MUJOCO_GL`` when ``mujoco`` is first imported
-(``egl`` for headless GPUs/Mesa, ``osmesa`` for software). If rendering fails in this process
-and ``MUJOCO_GL`` is unset, ``render_gif`` retries in a subprocess with ``MUJOCO_GL=egl`` and
-then ``osmesa``; if nothing works it warns with the reason and returns None (no exception), so
-callers such as evaluation scripts can skip rendering gracefully.
+(``egl`` for headless GPUs/Mesa, ``osmesa`` for software). With ``MUJOCO_GL`` unset on a Linux
+host without a display (where MuJoCo's default, GLFW, cannot work), the renderer opens an EGL,
+then an OSMesa context itself, in this process (the same MuJoCo calls as ``mujoco.Renderer``,
+identical pixels). If that fails too, ``render_gif`` retries in a subprocess with
+``MUJOCO_GL=egl`` and then ``osmesa``; if nothing works it warns with the reason and returns
+None (no exception), so callers such as evaluation scripts can skip rendering gracefully.
 
 CLI (used for that retry): ``python -m dom2_jax.envs.mamujoco.render QPOS.npy OUT.gif``.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import subprocess
 import sys
 import tempfile
 import warnings
+import weakref
 from typing import Optional
 
 import imageio.v3 as iio
@@ -34,6 +41,186 @@ class RenderingUnavailable(RuntimeError):
     """No working OpenGL backend for ``mujoco.Renderer`` in this process."""
 
 
+# Set once an MjrContext could not be made in this process: MuJoCo's GL loader is then left
+# half-initialised and a second attempt aborts the whole process (libc++abi "recursive
+# initialization"), so later attempts raise RenderingUnavailable instead.
+_GL_BROKEN = None
+
+
+def _make_mjr_context(model):
+    global _GL_BROKEN
+    try:
+        return mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+    except Exception as err:
+        _GL_BROKEN = f"{type(err).__name__}: {err}"
+        raise
+
+
+class _ContextRenderer:
+    """``mujoco.Renderer``'s offscreen RGB path on a GL context we open ourselves (EGL or
+    OSMesa): the same calls (``mjv_updateScene``, ``mjr_render``, ``mjr_readPixels``, rows
+    flipped), for headless processes where MuJoCo's import-time choice (GLFW) has no display."""
+
+    def __init__(self, model, height: int, width: int, gl_context):
+        self._model = model
+        self._gl = gl_context
+        try:
+            self._gl.make_current()
+            self._scene = mujoco.MjvScene(model, maxgeom=10000)
+            self._option = mujoco.MjvOption()
+            self._mjr = _make_mjr_context(model)
+            mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._mjr)
+        except Exception:
+            self._gl.free()
+            raise
+        self._rect = mujoco.MjrRect(0, 0, width, height)
+        self._shape = (height, width, 3)
+        _register_for_exit(self)
+
+    def update_scene(self, data, camera: str):
+        cam = mujoco.MjvCamera()
+        cam.fixedcamid = mujoco.mj_name2id(self._model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        if cam.fixedcamid < 0:
+            raise ValueError(f'The camera "{camera}" does not exist.')
+        cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
+        mujoco.mjv_updateScene(self._model, data, self._option, None, cam,
+                               mujoco.mjtCatBit.mjCAT_ALL, self._scene)
+
+    def render(self) -> np.ndarray:
+        self._gl.make_current()
+        mujoco.mjr_render(self._rect, self._scene, self._mjr)
+        out = np.empty(self._shape, np.uint8)
+        mujoco.mjr_readPixels(out, None, self._rect, self._mjr)
+        return np.flipud(out)
+
+    def close(self):
+        if self._gl is None:
+            return
+        self._gl.make_current()  # the MjrContext's GL objects live in this context
+        self._mjr.free()
+        self._mjr = None
+        self._gl.free()
+        self._gl = None
+
+
+_OPEN_RENDERERS = weakref.WeakSet()
+_EXIT_HOOK = []
+
+
+def _close_open_renderers():
+    for renderer in list(_OPEN_RENDERERS):
+        renderer.close()
+
+
+def _register_for_exit(renderer):
+    """Renderers still open at exit are closed before EGL's own exit hook (registered when its
+    first context was made; exit hooks run last-in first-out) terminates the display, which
+    would otherwise make their contexts' ``__del__`` print errors at shutdown."""
+    if not _EXIT_HOOK:
+        _EXIT_HOOK.append(atexit.register(_close_open_renderers))
+    _OPEN_RENDERERS.add(renderer)
+
+
+def _headless_default() -> bool:
+    """True where MuJoCo's default GL (GLFW, ``MUJOCO_GL`` unset) cannot work: Linux with
+    neither an X nor a Wayland display."""
+    return (sys.platform.startswith("linux") and not os.environ.get("MUJOCO_GL")
+            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _gl_context(backend: str, width: int, height: int):
+    """An EGL or OSMesa context (MuJoCo's classes). PyOpenGL binds one platform per process,
+    at its first import, from PYOPENGL_PLATFORM (which MuJoCo's module sets): a backend other
+    than the bound one is refused, and the variable is restored afterwards so that child
+    processes (``render_gif``'s retries) still choose their own."""
+    bound = sys.modules.get("OpenGL.platform")
+    if bound is not None and backend not in type(bound.PLATFORM).__name__.lower():
+        raise ImportError(f"PyOpenGL is already bound to {type(bound.PLATFORM).__name__} in "
+                          "this process")
+    saved = os.environ.get("PYOPENGL_PLATFORM")
+    try:
+        if backend == "egl":
+            from mujoco.egl import GLContext  # (a) optional GL backend: needs libEGL
+        else:
+            from mujoco.osmesa import GLContext  # (a) optional GL backend: needs libOSMesa
+    finally:
+        if saved is None:
+            os.environ.pop("PYOPENGL_PLATFORM", None)
+        else:
+            os.environ["PYOPENGL_PLATFORM"] = saved
+    return GLContext(width, height)
+
+
+def _open_renderer(model, height: int, width: int):
+    """An offscreen renderer (``update_scene(data, camera)``, ``render()``, ``close()``):
+    ``mujoco.Renderer`` on the GL backend MuJoCo chose, or, headless with ``MUJOCO_GL`` unset,
+    a ``_ContextRenderer`` on EGL, then OSMesa. Raises ``RenderingUnavailable`` naming the
+    errors."""
+    global _GL_BROKEN
+    if _GL_BROKEN is not None:
+        raise RenderingUnavailable("an earlier OpenGL context failed in this process "
+                                   f"({_GL_BROKEN}); MuJoCo cannot retry here")
+    if not _headless_default():
+        try:
+            with warnings.catch_warnings():  # glfw warns (no DISPLAY) before failing
+                warnings.simplefilter("ignore")
+                return mujoco.Renderer(model, height, width)
+        except Exception as err:  # mujoco raises FatalError / RuntimeError / OSError variants
+            _GL_BROKEN = f"{type(err).__name__}: {err}"
+            raise RenderingUnavailable(
+                f"mujoco.Renderer could not create an OpenGL context "
+                f"(MUJOCO_GL={os.environ.get('MUJOCO_GL', '<unset>')}): {err}") from err
+    errors = []
+    for backend in ("egl", "osmesa"):
+        try:
+            context = _gl_context(backend, width, height)
+        except Exception as err:  # ImportError, missing library, no device
+            errors.append(f"{backend}: {type(err).__name__}: {err}")
+            continue
+        try:
+            return _ContextRenderer(model, height, width, context)
+        except Exception as err:  # the context exists but MuJoCo cannot use it: final
+            errors.append(f"{backend}: {type(err).__name__}: {err}")
+            break
+    raise RenderingUnavailable("no OpenGL context for MuJoCo (headless, MUJOCO_GL unset; tried "
+                               "EGL then OSMesa): " + "; ".join(errors))
+
+
+class FrameRenderer:
+    """Renders HalfCheetah frames one at a time from qpos [9] (kinematics only: mj_forward),
+    keeping its GL context, model and MjData between calls (``PettingZooParallelEnv.render``).
+
+    Raises ``RenderingUnavailable`` (with the underlying errors) when no GL context works.
+    Call ``close()`` to free the context.
+    """
+
+    def __init__(self, width: int = 320, height: int = 240, camera: str = "track"):
+        model = common.load_model()
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+        self.model = model
+        self.camera = camera
+        self._data = mujoco.MjData(model)
+        self._renderer = _open_renderer(model, height, width)
+
+    def __call__(self, qpos) -> np.ndarray:
+        """qpos [9] -> uint8 frame [height, width, 3]."""
+        qpos = np.asarray(qpos, np.float64)
+        if qpos.shape != (common.NQ,):
+            raise ValueError(f"qpos must have shape ({common.NQ},), got {qpos.shape}")
+        if self._renderer is None:
+            raise RuntimeError("FrameRenderer used after close()")
+        self._data.qpos[:] = qpos
+        mujoco.mj_forward(self.model, self._data)
+        self._renderer.update_scene(self._data, camera=self.camera)
+        return self._renderer.render().copy()
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
 def render_frames(qpos, *, width: int = 320, height: int = 240, camera: str = "track"
                   ) -> np.ndarray:
     """qpos [T, 9] -> uint8 frames [T, height, width, 3] (kinematics only: mj_forward).
@@ -43,28 +230,11 @@ def render_frames(qpos, *, width: int = 320, height: int = 240, camera: str = "t
     qpos = np.asarray(qpos, np.float64)
     if qpos.ndim != 2 or qpos.shape[1] != common.NQ:
         raise ValueError(f"qpos must have shape [T, {common.NQ}], got {qpos.shape}")
-    model = common.load_model()
-    model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
-    model.vis.global_.offheight = max(model.vis.global_.offheight, height)
-    data = mujoco.MjData(model)
+    renderer = FrameRenderer(width=width, height=height, camera=camera)
     try:
-        with warnings.catch_warnings():  # glfw warns (no DISPLAY) before failing
-            warnings.simplefilter("ignore")
-            renderer = mujoco.Renderer(model, height, width)
-    except Exception as err:  # mujoco raises FatalError / RuntimeError / OSError variants
-        raise RenderingUnavailable(
-            f"mujoco.Renderer could not create an OpenGL context "
-            f"(MUJOCO_GL={os.environ.get('MUJOCO_GL', '<unset>')}): {err}") from err
-    frames = []
-    try:
-        for q in qpos:
-            data.qpos[:] = q
-            mujoco.mj_forward(model, data)
-            renderer.update_scene(data, camera=camera)
-            frames.append(renderer.render().copy())
+        return np.stack([renderer(q) for q in qpos])
     finally:
         renderer.close()
-    return np.stack(frames)
 
 
 def _write_gif(frames: np.ndarray, path: str, fps: float):
