@@ -28,17 +28,19 @@ reference_steps_per_s, speedup``, plus ``c_loop``, ``cpu_batch``), ``not_run``.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import platform
 import sys
 import time
+from typing import Optional, Sequence
 
 import jax
 import matplotlib
 import matplotlib.pyplot as plt
+from absl import app, flags
 
-from benchmarks import env_speed_mjx, env_speed_mpe
+from benchmarks import cli, env_speed_mjx, env_speed_mpe
 from benchmarks.outputs import default_out
 from benchmarks.solver_steps import device_label
 from dom2_jax.envs import make
@@ -52,54 +54,89 @@ def _ints(s):
     return [int(x) for x in s.split(",") if x]
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--which", default="mpe,mjx", help="comma-separated subset of mpe,mjx")
-    p.add_argument("--mpe_scenarios", default=None,
-                   help="comma-separated subset of spread,tag,world_comm,world (default all; "
-                        "spread with --quick)")
-    p.add_argument("--mpe_batch_sizes", default=None,
-                   help="default 64,256,1024,4096 (CPU), 1024,4096,16384,65536 (--device)")
-    p.add_argument("--mpe_reps", type=int, default=None, help="timed JAX rollouts (default 5)")
-    p.add_argument("--mpe2_episodes", type=int, default=None, help="mpe2 episodes (default 40)")
-    p.add_argument("--mjx_batch_sizes", default=None,
-                   help="default 16,64 (CPU: compile ~40-100 s each), 4096,16384,65536 (--device)")
-    p.add_argument("--mjx_steps", type=int, default=None, help="env steps per MJX rollout")
-    p.add_argument("--mjx_reps", type=int, default=None, help="timed MJX rollouts (median)")
-    p.add_argument("--c_steps", type=int, default=None, help="C MuJoCo loop env steps")
-    p.add_argument("--fast_compile", action="store_true",
-                   help="MJX at xla_backend_optimization_level=0 (faster compile, slower steps)")
-    p.add_argument("--device", action="store_true",
-                   help="accelerator run: label files with the device kind, large batches")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
-    p.add_argument("--out", default=None,
-                   help="output directory (default benchmarks/results; runs/benchmarks with "
-                        "--quick)")
-    args = p.parse_args(argv)
-    args.which = [w for w in args.which.split(",") if w]
+@dataclasses.dataclass
+class Options:
+    """The command-line flags (``--helpshort``); ``run(Options(...))`` from Python. ``None``:
+    the default that depends on --quick / --device (``resolve``)."""
+
+    which: str = "mpe,mjx"                  # comma list (or a list from Python)
+    mpe_scenarios: Optional[str] = None     # all (spread with --quick)
+    mpe_batch_sizes: Optional[str] = None
+    mpe_reps: Optional[int] = None
+    mpe2_episodes: Optional[int] = None
+    mjx_batch_sizes: Optional[str] = None
+    mjx_steps: Optional[int] = None
+    mjx_reps: Optional[int] = None
+    c_steps: Optional[int] = None
+    fast_compile: bool = False
+    device: bool = False
+    quick: bool = False
+    out: Optional[str] = None               # benchmarks/results (runs/benchmarks with --quick)
+
+
+def define_flags(fv):
+    """The script's flags on ``fv`` (``flags.FLAGS`` when run as a script; see benchmarks.cli)."""
+    kw = dict(flag_values=fv)
+    flags.DEFINE_string("which", Options.which, "Comma-separated subset of mpe,mjx.", **kw)
+    flags.DEFINE_string("mpe_scenarios", None, "Comma-separated subset of "
+                        "spread,tag,world_comm,world (default all; spread with --quick).", **kw)
+    flags.DEFINE_string("mpe_batch_sizes", None, "Default 64,256,1024,4096 (CPU), "
+                        "1024,4096,16384,65536 (--device), 8,32 (--quick).", **kw)
+    flags.DEFINE_integer("mpe_reps", None, "Timed JAX rollouts (default 5; 1 --quick).", **kw)
+    flags.DEFINE_integer("mpe2_episodes", None, "mpe2 episodes (default 40; 2 --quick).", **kw)
+    flags.DEFINE_string("mjx_batch_sizes", None, "Default 16,64 (CPU: compile ~40-100 s each), "
+                        "4096,16384,65536 (--device), 4,8 (--quick).", **kw)
+    flags.DEFINE_integer("mjx_steps", None, "Env steps per MJX rollout (default 20; 50 "
+                         "--device; 5 --quick).", **kw)
+    flags.DEFINE_integer("mjx_reps", None, "Timed MJX rollouts, median (default 3; 1 --quick).",
+                         **kw)
+    flags.DEFINE_integer("c_steps", None, "C MuJoCo loop env steps (default 5000; 200 --quick).",
+                         **kw)
+    flags.DEFINE_bool("fast_compile", False, "MJX at xla_backend_optimization_level=0 (faster "
+                      "compile, slower steps).", **kw)
+    flags.DEFINE_bool("device", False, "Accelerator run: label files with the device kind, "
+                      "large batches.", **kw)
+    flags.DEFINE_bool("quick", False, "Tiny sizes (tests).", **kw)
+    flags.DEFINE_string("out", None, "Output directory (default benchmarks/results; "
+                        "runs/benchmarks with --quick).", **kw)
+
+
+def _list(v, conv=str):
+    return [conv(x) for x in v.split(",") if x] if isinstance(v, str) else [conv(x) for x in v]
+
+
+def resolve(opts: Options) -> Options:
+    """``opts`` with every ``None`` replaced by its --quick / --device default and the comma
+    lists split (ValueError on an unknown part or scenario); resolving twice changes nothing."""
+    args = dataclasses.replace(opts)
+    q, d = args.quick, args.device
+    args.which = _list(args.which)
     bad = [w for w in args.which if w not in ("mpe", "mjx")]
     if bad:
-        p.error(f"--which: unknown {bad}; expected mpe and/or mjx")
-    q, d = args.quick, args.device
+        raise ValueError(f"--which: unknown {bad}; expected mpe and/or mjx")
     if args.out is None:
         args.out = default_out(q)
-    if args.mpe_scenarios is None:
-        args.mpe_scenarios = "spread" if q else ",".join(SCENARIO_KEYS)
-    args.mpe_scenarios = args.mpe_scenarios.split(",")
+    args.mpe_scenarios = _list(args.mpe_scenarios or ("spread" if q else ",".join(SCENARIO_KEYS)))
     bad = [s for s in args.mpe_scenarios if s not in SCENARIO_KEYS]
     if bad:
-        p.error(f"--mpe_scenarios: unknown {bad}; expected some of {list(SCENARIO_KEYS)}")
-    args.mpe_batch_sizes = _ints(args.mpe_batch_sizes or (
-        "8,32" if q else ("1024,4096,16384,65536" if d else "64,256,1024,4096")))
-    args.mjx_batch_sizes = _ints(args.mjx_batch_sizes or (
-        "4,8" if q else ("4096,16384,65536" if d else "16,64")))
+        raise ValueError(f"--mpe_scenarios: unknown {bad}; expected some of "
+                         f"{list(SCENARIO_KEYS)}")
+    args.mpe_batch_sizes = _list(args.mpe_batch_sizes or (
+        "8,32" if q else ("1024,4096,16384,65536" if d else "64,256,1024,4096")), int)
+    args.mjx_batch_sizes = _list(args.mjx_batch_sizes or (
+        "4,8" if q else ("4096,16384,65536" if d else "16,64")), int)
     for name, default in (("mpe_reps", 1 if q else 5), ("mpe2_episodes", 2 if q else 40),
                           ("mjx_steps", 5 if q else (50 if d else 20)),
                           ("mjx_reps", 1 if q else 3), ("c_steps", 200 if q else 5000)):
         if getattr(args, name) is None:
             setattr(args, name, default)
     return args
+
+
+def parse_args(argv):
+    """Resolved options from a list of flags, read with the script's flag definitions (without
+    touching the global absl flags)."""
+    return resolve(cli.parse(define_flags, Options, argv))
 
 
 def run_mpe(args, log=print):
@@ -218,9 +255,24 @@ def plot(path, res):
     plt.close(fig)
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
+def main(argv):
+    """absl entry point: ``python -m benchmarks.env_speed --flags``."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    opts = cli.options_from_flags(Options)
+    try:
+        resolve(opts)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    run(opts, sys.argv[1:])
+
+
+def run(opts: Options = None, argv: Optional[Sequence[str]] = None):
+    """Runs the benchmark, writes its files and returns the result dict. ``argv``: the flags
+    to record as the command (default: the flags that reproduce ``opts``)."""
+    opts = opts or Options()
+    args = resolve(opts)
+    argv = list(argv) if argv is not None else cli.flag_argv(opts)
     t0, load0 = time.time(), os.getloadavg()[0]
     kind = getattr(jax.devices()[0], "device_kind", jax.default_backend())
     sysinfo = system_info()
@@ -260,4 +312,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    define_flags(flags.FLAGS)
+    app.run(main)

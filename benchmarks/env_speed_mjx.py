@@ -1,6 +1,6 @@
 """Environment steps per second of MAMuJoCo HalfCheetah 2x3: batched MJX vs C MuJoCo.
 
-    python -m benchmarks.env_speed_mjx [--batch_sizes 64,256,1024] [--steps 50] [--reps 3]
+    python -m benchmarks.env_speed_mjx [--batch_sizes=64,256,1024] [--steps=50] [--reps=3]
     python -m benchmarks.env_speed_mjx --device          # GPU: batches 4096,16384,65536
 
 One env step = both agents act once = 5 physics steps (frame_skip 5, dt 0.05).
@@ -15,18 +15,21 @@ Writes ``benchmarks/results/env_speed_mjx{_device}.{json,md}``.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import platform
 import sys
 import time
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
+from absl import app, flags
 
+from benchmarks import cli
 from dom2_jax.envs import make
 from dom2_jax.envs.mamujoco import common
 from dom2_jax.envs.mamujoco.cpu import HalfCheetahCPU
@@ -109,24 +112,48 @@ def rollout_steps_per_second(batch: int, steps: int, threads: int) -> dict:
                 steps=batch * steps, physics_steps_per_s=FRAME_SKIP * batch * steps / dt)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch_sizes", default=None,
-                        help="comma-separated MJX batch sizes (default 64,256,1024; "
-                             "with --device 4096,16384,65536)")
-    parser.add_argument("--steps", type=int, default=50, help="env steps per MJX rollout")
-    parser.add_argument("--reps", type=int, default=3, help="timed MJX rollouts (median)")
-    parser.add_argument("--c_steps", type=int, default=5000, help="C MuJoCo loop env steps")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="mujoco.rollout threads")
-    parser.add_argument("--device", action="store_true",
-                        help="larger batches for an accelerator (uses jax.default_backend())")
-    parser.add_argument("--fast_compile", action="store_true",
-                        help="compile MJX with xla_backend_optimization_level=0 (CPU: ~2.5x "
-                             "faster compile, slower steps)")
-    parser.add_argument("--out", default=os.path.join("benchmarks", "results"))
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
+@dataclasses.dataclass
+class Options:
+    """The command-line flags (``--helpshort``); ``run(Options(...))`` from Python."""
+
+    batch_sizes: Optional[str] = None   # 64,256,1024 (4096,16384,65536 with --device)
+    steps: int = 50
+    reps: int = 3
+    c_steps: int = 5000
+    threads: int = os.cpu_count() or 1
+    device: bool = False
+    fast_compile: bool = False
+    out: str = os.path.join("benchmarks", "results")
+
+
+def define_flags(fv):
+    """The script's flags on ``fv`` (``flags.FLAGS`` when run as a script; see benchmarks.cli)."""
+    d, kw = Options(), dict(flag_values=fv)
+    flags.DEFINE_string("batch_sizes", None, "Comma-separated MJX batch sizes (default "
+                        "64,256,1024; with --device 4096,16384,65536).", **kw)
+    flags.DEFINE_integer("steps", d.steps, "Env steps per MJX rollout.", **kw)
+    flags.DEFINE_integer("reps", d.reps, "Timed MJX rollouts (median).", **kw)
+    flags.DEFINE_integer("c_steps", d.c_steps, "C MuJoCo loop env steps.", **kw)
+    flags.DEFINE_integer("threads", d.threads, "mujoco.rollout threads.", **kw)
+    flags.DEFINE_bool("device", False, "Larger batches for an accelerator (uses "
+                      "jax.default_backend()).", **kw)
+    flags.DEFINE_bool("fast_compile", False, "Compile MJX with xla_backend_optimization_level=0 "
+                      "(CPU: ~2.5x faster compile, slower steps).", **kw)
+    flags.DEFINE_string("out", d.out, "Output directory.", **kw)
+
+
+def main(argv):
+    """absl entry point: ``python -m benchmarks.env_speed_mjx --flags``."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    run(cli.options_from_flags(Options), sys.argv[1:])
+
+
+def run(opts: Options = None, argv: Optional[Sequence[str]] = None):
+    """Measures, writes env_speed_mjx[_device].{json,md} and returns the MJX rows. ``argv``:
+    the flags to record as the command (default: the flags that reproduce ``opts``)."""
+    args = opts or Options()
+    argv = list(argv) if argv is not None else cli.flag_argv(args)
     sizes = args.batch_sizes or ("4096,16384,65536" if args.device else "64,256,1024")
     sizes = [int(s) for s in sizes.split(",")]
     options = {"xla_backend_optimization_level": 0} if args.fast_compile else None
@@ -212,4 +239,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    define_flags(flags.FLAGS)
+    app.run(main)

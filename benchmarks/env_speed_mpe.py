@@ -1,6 +1,6 @@
 """Environment steps per second: vmapped JAX MPE vs mpe2 stepped in a Python loop.
 
-    python -m benchmarks.env_speed_mpe [--num_envs 1024] [--reps 10] [--mpe2_episodes 40]
+    python -m benchmarks.env_speed_mpe [--num_envs=1024] [--reps=10] [--mpe2_episodes=40]
 
 JAX: ``jit(vmap(reset + lax.scan over 25 steps))`` over ``num_envs`` environments with
 uniform random actions (policy sampling included), timed after compilation; one env step =
@@ -10,15 +10,20 @@ episode. Writes ``benchmarks/results/env_speed_mpe.{json,md}``.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import importlib
 import json
 import os
 import platform
+import sys
 import time
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
+
+from benchmarks import cli
 
 from dom2_jax.envs import make
 
@@ -74,14 +79,38 @@ def mpe2_steps_per_second(module: str, episodes: int) -> dict:
     return dict(steps_per_s=steps / dt, seconds=dt, steps=steps)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num_envs", type=int, default=1024)
-    parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument("--mpe2_episodes", type=int, default=40)
-    parser.add_argument("--out", default=os.path.join("benchmarks", "results"))
-    args = parser.parse_args(argv)
+@dataclasses.dataclass
+class Options:
+    """The command-line flags (``--helpshort``); ``run(Options(...))`` from Python."""
 
+    num_envs: int = 1024
+    reps: int = 10
+    mpe2_episodes: int = 40
+    out: str = os.path.join("benchmarks", "results")
+
+
+def define_flags(fv):
+    """The script's flags on ``fv`` (``flags.FLAGS`` when run as a script; see benchmarks.cli)."""
+    d, kw = Options(), dict(flag_values=fv)
+    flags.DEFINE_integer("num_envs", d.num_envs, "Environments vmapped in the JAX rollout.", **kw)
+    flags.DEFINE_integer("reps", d.reps, "Timed JAX rollouts (after the compiling one).", **kw)
+    flags.DEFINE_integer("mpe2_episodes", d.mpe2_episodes, "mpe2 episodes stepped in Python.",
+                         **kw)
+    flags.DEFINE_string("out", d.out, "Output directory.", **kw)
+
+
+def main(argv):
+    """absl entry point: ``python -m benchmarks.env_speed_mpe --flags``."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    run(cli.options_from_flags(Options), sys.argv[1:])
+
+
+def run(opts: Options = None, argv: Optional[Sequence[str]] = None):
+    """Measures every scenario, writes env_speed_mpe.{json,md} and returns the rows. ``argv``:
+    the flags to record as the command (default: the flags that reproduce ``opts``)."""
+    args = opts or Options()
+    argv = list(argv) if argv is not None else cli.flag_argv(args)
     rows = []
     for label, kwargs, module in SCENARIOS:
         kwargs = dict(kwargs)
@@ -99,7 +128,7 @@ def main(argv=None):
                 episode_length=25, jax=jax.__version__, device=str(jax.devices()[0]),
                 cpu_count=os.cpu_count(), platform=platform.platform(),
                 machine_load_1min=os.getloadavg()[0],
-                command="python -m benchmarks.env_speed_mpe " + " ".join(argv or []))
+                command="python -m benchmarks.env_speed_mpe " + " ".join(argv))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "env_speed_mpe.json"), "w") as f:
         json.dump(dict(meta=meta, results=rows), f, indent=2)
@@ -121,4 +150,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    define_flags(flags.FLAGS)
+    app.run(main)

@@ -55,8 +55,7 @@ for every point. The accuracy part always uses ``diffusion.sample``.
 """
 from __future__ import annotations
 
-import argparse
-import copy
+import dataclasses
 import json
 import os
 import platform
@@ -64,6 +63,7 @@ import re
 import subprocess
 import sys
 import time
+from typing import List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -71,8 +71,10 @@ import matplotlib
 import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
+from absl import app, flags
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+from benchmarks import cli
 from benchmarks.outputs import default_out
 from dom2_jax import diffusion, envs
 from dom2_jax.algos import dom2
@@ -351,8 +353,7 @@ def measure_policy(state, env, solvers, steps, args, refs, log=_say):
 def library_check(state, env, args, refs, log=_say):
     """The trained setting measured again with the library sampler (``diffusion.sample``,
     static N; the exact ``dom2.act`` path), to compare with the dynamic-N loop's figures."""
-    a = copy.copy(args)
-    a.sampler_impl = "library"
+    a = dataclasses.replace(args, sampler_impl="library")
     hp = state.hp
     rows = measure_policy(state, env, [trained_solver(hp)], [hp.num_solver_steps], a, refs,
                           log=lambda m: log("library sampler check: " + m))
@@ -626,77 +627,142 @@ def plot(path, result):
 
 
 # ----------------------------------------------------------------------------- main
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env", default="mpe_spread")
-    p.add_argument("--workdir", default=None,
-                   help="experiments.train workdir holding a trained DOM2 policy (skips training)")
-    p.add_argument("--seed_index", type=int, default=0, help="which seed of --workdir")
-    p.add_argument("--train_dir", default=None,
-                   help="where to train when --workdir is not given (default "
-                        "runs/solver_steps/<env>_<preset>_u<num_updates>); reused if complete")
-    p.add_argument("--quality", default="expert")
-    p.add_argument("--data_root", default=os.path.join(ROOT, "datasets"),
-                   help="launcher data root (the dataset is generated there if missing)")
-    p.add_argument("--dataset", default=None, help="dataset dir (instead of --quality/--data_root)")
-    p.add_argument("--preset", default=None, help="launcher preset (default quick; smoke with --quick)")
-    p.add_argument("--num_updates", type=int, default=None,
-                   help="training updates (default 1500; 2 with --quick)")
-    p.add_argument("--eval_every", type=int, default=None,
-                   help="launcher chunk size (default 500 as the quick preset; 2 with --quick)")
-    p.add_argument("--train_override", action="append", default=[],
-                   help="extra launcher config override FIELD=VALUE (repeatable)")
-    p.add_argument("--steps", default=None, help="comma-separated N (default 1,2,3,5,10,20,50)")
-    p.add_argument("--solvers", default=None,
-                   help="comma-separated samplers (default dpm1,dpm2,dpm3,dpmpp2m,ddpm)")
-    p.add_argument("--eval_episodes", type=int, default=None, help="default 200 (2000 --device)")
-    p.add_argument("--latency_repeats", type=int, default=None, help="default 50")
-    p.add_argument("--throughput_batch", type=int, default=None, help="default 1024")
-    p.add_argument("--throughput_repeats", type=int, default=None, help="default 3")
-    p.add_argument("--accuracy_samples", type=int, default=None,
-                   help="default 8192 (65536 --device)")
-    p.add_argument("--no_accuracy", action="store_true")
-    p.add_argument("--sampler_impl", choices=("dynamic", "library"), default=None,
-                   help="dynamic (default on CPU): one compiled program per solver for all N "
-                        "(dynamic_sample); library (default with --device): diffusion.sample "
-                        "with static N, one compile per (solver, N)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", action="store_true",
-                   help="accelerator run: label the files with the device kind, larger batches")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
-    p.add_argument("--compilation_cache", default=os.path.expanduser("~/.cache/dom2_jax/xla"),
-                   help="JAX persistent compilation cache ('' disables)")
-    p.add_argument("--out", default=None,
-                   help="output directory (default benchmarks/results; runs/benchmarks with "
-                        "--quick)")
-    args = p.parse_args(argv)
-    q, d = args.quick, args.device
+@dataclasses.dataclass
+class Options:
+    """The command-line flags (``--helpshort``); ``run(Options(...))`` from Python. ``None``:
+    the default that depends on --quick / --device (``resolve``)."""
+
+    env: str = "mpe_spread"
+    workdir: Optional[str] = None        # experiments.train workdir with a DOM2 policy
+    seed_index: int = 0
+    train_dir: Optional[str] = None      # default runs/solver_steps/<env>_<preset>_u<updates>
+    quality: str = "expert"
+    data_root: str = os.path.join(ROOT, "datasets")
+    dataset: Optional[str] = None
+    preset: Optional[str] = None         # quick (smoke with --quick)
+    num_updates: Optional[int] = None    # 1500 (2 with --quick)
+    eval_every: Optional[int] = None     # 500 (2 with --quick)
+    train_override: List[str] = dataclasses.field(default_factory=list)
+    steps: Optional[str] = None          # comma list (or a list of ints from Python)
+    solvers: Optional[str] = None        # comma list (or a list)
+    eval_episodes: Optional[int] = None
+    latency_repeats: Optional[int] = None
+    throughput_batch: Optional[int] = None
+    throughput_repeats: Optional[int] = None
+    accuracy_samples: Optional[int] = None
+    no_accuracy: bool = False
+    sampler_impl: Optional[str] = None   # dynamic (CPU default) or library (--device default)
+    seed: int = 0
+    device: bool = False
+    quick: bool = False
+    compilation_cache: str = os.path.expanduser("~/.cache/dom2_jax/xla")
+    out: Optional[str] = None            # benchmarks/results (runs/benchmarks with --quick)
+
+
+def define_flags(fv):
+    """The script's flags on ``fv`` (``flags.FLAGS`` when run as a script; see benchmarks.cli)."""
+    d = Options()
+    kw = dict(flag_values=fv)
+    flags.DEFINE_string("env", d.env, "Environment of the policy.", **kw)
+    flags.DEFINE_string("workdir", None, "experiments.train workdir holding a trained DOM2 "
+                        "policy (skips training).", **kw)
+    flags.DEFINE_integer("seed_index", d.seed_index, "Which seed of --workdir.", **kw)
+    flags.DEFINE_string("train_dir", None, "Where to train when --workdir is not given (default "
+                        "runs/solver_steps/<env>_<preset>_u<num_updates>); reused if complete.",
+                        **kw)
+    flags.DEFINE_string("quality", d.quality, "Dataset quality for the launcher.", **kw)
+    flags.DEFINE_string("data_root", d.data_root, "Launcher data root (the dataset is generated "
+                        "there if missing).", **kw)
+    flags.DEFINE_string("dataset", None, "Dataset dir (instead of --quality/--data_root).", **kw)
+    flags.DEFINE_string("preset", None, "Launcher preset (default quick; smoke with --quick).",
+                        **kw)
+    flags.DEFINE_integer("num_updates", None, "Training updates (default 1500; 2 with --quick).",
+                         **kw)
+    flags.DEFINE_integer("eval_every", None, "Launcher chunk size (default 500 as the quick "
+                         "preset; 2 with --quick).", **kw)
+    flags.DEFINE_multi_string("train_override", [], "Extra launcher config override "
+                              "FIELD=VALUE (repeatable).", **kw)
+    flags.DEFINE_string("steps", None, "Comma-separated N (default 1,2,3,5,10,20,50; 1,2 with "
+                        "--quick).", **kw)
+    flags.DEFINE_string("solvers", None, "Comma-separated samplers (default "
+                        "dpm1,dpm2,dpm3,dpmpp2m,ddpm).", **kw)
+    flags.DEFINE_integer("eval_episodes", None, "Default 200 (2000 --device, 4 --quick).", **kw)
+    flags.DEFINE_integer("latency_repeats", None, "Default 50 (3 --quick).", **kw)
+    flags.DEFINE_integer("throughput_batch", None, "Default 1024 (8 --quick).", **kw)
+    flags.DEFINE_integer("throughput_repeats", None, "Default 3 (2 --quick).", **kw)
+    flags.DEFINE_integer("accuracy_samples", None, "Default 8192 (65536 --device, 256 --quick).",
+                         **kw)
+    flags.DEFINE_bool("no_accuracy", False, "Skip the sample-accuracy part.", **kw)
+    flags.DEFINE_enum("sampler_impl", None, ["dynamic", "library"],
+                      "dynamic (default on CPU): one compiled program per solver for all N "
+                      "(dynamic_sample); library (default with --device): diffusion.sample "
+                      "with static N, one compile per (solver, N).", **kw)
+    flags.DEFINE_integer("seed", d.seed, "Seed of the evaluation keys and accuracy samples.",
+                         **kw)
+    flags.DEFINE_bool("device", False, "Accelerator run: label the files with the device kind, "
+                      "larger batches.", **kw)
+    flags.DEFINE_bool("quick", False, "Tiny sizes (tests).", **kw)
+    flags.DEFINE_string("compilation_cache", d.compilation_cache,
+                        "JAX persistent compilation cache ('' disables).", **kw)
+    flags.DEFINE_string("out", None, "Output directory (default benchmarks/results; "
+                        "runs/benchmarks with --quick).", **kw)
+
+
+def _list(v, conv=str):
+    return [conv(x) for x in v.split(",") if x] if isinstance(v, str) else list(v)
+
+
+def resolve(opts: Options) -> Options:
+    """``opts`` with every ``None`` replaced by its --quick / --device default and the comma
+    lists split (ValueError on an unknown solver or a bad N); resolving twice changes nothing."""
+    q, d = opts.quick, opts.device
     defaults = dict(preset="smoke" if q else "quick", num_updates=2 if q else 1500,
                     eval_every=2 if q else 500,
                     eval_episodes=4 if q else (2000 if d else 200),
                     latency_repeats=3 if q else 50, throughput_batch=8 if q else 1024,
                     throughput_repeats=2 if q else 3,
-                    accuracy_samples=256 if q else (65536 if d else 8192))
-    defaults["sampler_impl"] = "library" if d else "dynamic"
-    defaults["out"] = default_out(q)
-    for k, v in defaults.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    args.steps = ([int(s) for s in args.steps.split(",")] if args.steps
+                    accuracy_samples=256 if q else (65536 if d else 8192),
+                    sampler_impl="library" if d else "dynamic", out=default_out(q))
+    args = dataclasses.replace(opts, **{k: v for k, v in defaults.items()
+                                        if getattr(opts, k) is None})
+    args.steps = (_list(args.steps, int) if args.steps
                   else ([1, 2] if q else list(DEFAULT_STEPS)))
-    args.solvers = args.solvers.split(",") if args.solvers else list(SOLVERS)
+    args.solvers = _list(args.solvers) if args.solvers else list(SOLVERS)
+    args.train_override = list(args.train_override)
     bad = [s for s in args.solvers if s not in SOLVERS]
     if bad:
-        p.error(f"unknown solvers {bad}; expected some of {list(SOLVERS)}")
+        raise ValueError(f"unknown solvers {bad}; expected some of {list(SOLVERS)}")
     if any(n < 1 for n in args.steps):
-        p.error("--steps must be positive")
+        raise ValueError("--steps must be positive")
+    if args.sampler_impl not in ("dynamic", "library"):
+        raise ValueError(f"--sampler_impl must be dynamic or library, got {args.sampler_impl!r}")
     return args
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
+def parse_args(argv):
+    """Resolved options from a list of flags, read with the script's flag definitions (without
+    touching the global absl flags)."""
+    return resolve(cli.parse(define_flags, Options, argv))
+
+
+def main(argv):
+    """absl entry point: ``python -m benchmarks.solver_steps --flags``."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    opts = cli.options_from_flags(Options)
+    try:
+        resolve(opts)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    run(opts, sys.argv[1:])
+
+
+def run(opts: Options = None, argv: Optional[Sequence[str]] = None):
+    """Runs the benchmark, writes its files and returns the result dict. ``argv``: the flags
+    to record as the command (default: the flags that reproduce ``opts``)."""
+    opts = opts or Options()
+    args = resolve(opts)
+    argv = list(argv) if argv is not None else cli.flag_argv(opts)
 
     if args.compilation_cache:
         jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
@@ -770,4 +836,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    define_flags(flags.FLAGS)
+    app.run(main)

@@ -3,7 +3,8 @@ same update, seed scaling, and the share of the machine's matmul peak the update
 
   python -m benchmarks.throughput [--settings=spread,halfcheetah] [--updates=5] [--repeats=2]
                                   [--seeds_list=1,4,16] [--seeds_settings=spread] [--device]
-                                  [--quick] [--no_torch] [--torch_threads=0] [--out=DIR]
+                                  [--remat_solver] [--quick] [--no_torch] [--torch_threads=0]
+                                  [--out=DIR]
 
 Settings (reference.md's throughput anchors):
   spread       3 agents, obs 18, act 2, N = 5 DPM-Solver-1 steps
@@ -24,7 +25,19 @@ Measured in one process, warm-up and compilation excluded from every timing:
 * Seeds: ``jax.jit(jax.vmap(scan_updates))`` over S seeds for S in --seeds_list (S = 1 reuses
   the plain measurement), on the settings in --seeds_settings (default: spread on CPU, where
   one 16-seed update takes ~10 s; every setting on an accelerator). Updates per call for S
-  seeds: max(1, --updates // S).
+  seeds: max(1, --updates // S). Each seeds row also reports the compiled program's memory
+  from XLA (``compiled.memory_analysis()`` through ``seed_plan.compiled_bytes``: arguments +
+  outputs + temporaries - aliased) in total and per seed. --remat_solver measures every seeds
+  row a second time with DOM2's ``remat_solver`` on (S = 1 then times its own plain program),
+  so the table shows what rematerialising the solver steps buys in bytes and costs in time.
+* Seed plan, per setting (and remat switch): the group ``experiments.train --num_seeds`` would
+  choose from these measurements. ``seed_plan.memory_plan`` bounds the group by 80% of the
+  device's free memory (``seed_plan.device_free_bytes()`` at the start of the run: a GPU's
+  allocator limit minus its use, a CPU host's MemAvailable) over the bytes per seed of the
+  smallest measured count; ``seed_plan.choose_group`` is fed the measured seed-updates/s.
+  choose_group doubles from 1; here its i-th doubling step is the i-th smallest measured count
+  that fits, so with --seeds_list=1,2,4,8,... the rule is exactly the launcher's, and with
+  1,4,16 each measured count is one step (continue while a step gains >= 5%).
 * FLOPs of one update: XLA's cost analysis of the lowered single update with the solver scan
   unrolled (XLA counts a loop body once, so the rolled program would under-count N-fold),
   next to an analytic matmul count from the parameter shapes (backward = 2 x forward). The
@@ -52,6 +65,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import platform
 import statistics
@@ -72,6 +86,7 @@ from benchmarks.solver_steps import device_label
 from dom2_jax import diffusion
 from dom2_jax.algos import dom2
 from dom2_jax.data.transforms import sample_batch
+from dom2_jax.training import seed_plan
 from dom2_jax.training.reporting import write_json
 from dom2_jax.training.trainer import scan_updates
 
@@ -98,6 +113,7 @@ class Options:
     torch_threads: int = 0              # 0: the cores JAX uses
     out: Optional[str] = None           # default benchmarks/results (runs/benchmarks if quick)
     from_json: Optional[str] = None     # only rewrite the .md/.png of a saved .json
+    remat_solver: bool = False          # also measure the seeds rows with DOM2's remat_solver
 
 
 SETTINGS = {"spread": dict(agents=3, obs=18, act=2, steps=5),
@@ -117,7 +133,9 @@ ANCHORS = {
 }
 
 RESULT_KEYS = ("benchmark", "command", "quick", "system", "load_before", "load_after",
-               "matmul_peak", "settings", "seeds", "anchors", "target_ratio", "torch_status")
+               "matmul_peak", "settings", "seeds", "anchors", "target_ratio", "torch_status",
+               "device_free_bytes", "plans")
+MiB = 2 ** 20
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -154,8 +172,77 @@ def derive(res):
         row["updates_per_s_per_seed"] = 1e3 / row["ms_per_update"]
         row["seed_updates_per_s"] = row["seeds"] * 1e3 / row["ms_per_update"]
         row["gflops_per_s"] = r["flops_per_update"] * row["seed_updates_per_s"] / 1e9
+        row.setdefault("remat_solver", False)
+        row.setdefault("compiled_bytes", None)
+        row["bytes_per_seed"] = (row["compiled_bytes"] / row["seeds"] if row["compiled_bytes"]
+                                 else None)
     res["timing_statistic"] = "median of call_s (statistics.median) / updates per call"
+    res.setdefault("device_free_bytes", None)
+    res["plans"] = seed_plans(res["seeds"], res["device_free_bytes"])
     return res
+
+
+def seed_plans(seed_rows, free_bytes):
+    """The seed group ``experiments.train`` would pick from this run's measurements, one plan
+    per (setting, remat_solver) with measured seeds rows (see ``plan_from_rows``)."""
+    groups = {}
+    for row in seed_rows:
+        if not row.get("error") and row.get("seed_updates_per_s"):
+            groups.setdefault((row["setting"], bool(row.get("remat_solver"))), []).append(row)
+    return [plan_from_rows(name, remat, rows, free_bytes)
+            for (name, remat), rows in groups.items()]
+
+
+def plan_from_rows(name, remat, rows, free_bytes):
+    """``seed_plan``'s two rules applied to measured rows of one setting.
+
+    Memory: ``seed_plan.memory_plan`` with the per-seed bytes of the smallest measured count
+    (XLA's memory analysis of its compiled program / its seeds) and ``free_bytes`` (the
+    device's free memory at the start of the run): the largest group that fits 80% of it.
+    Speed: ``seed_plan.choose_group`` fed the measured seed-updates/s. choose_group doubles
+    from 1 (G = 1, 2, 4, ...); here its i-th doubling step stands for the i-th smallest measured
+    count that fits in memory, so with --seeds_list=1,2,4,8,... the rule is exactly the
+    launcher's, and with e.g. 1,4,16 each measured count is one step (keep going while a step
+    gains >= 5% over the best so far)."""
+    rows = sorted(rows, key=lambda r: r["seeds"])
+    rate = {r["seeds"]: r["seed_updates_per_s"] for r in rows}
+    one = rows[0].get("bytes_per_seed")
+    one = int(math.ceil(one)) if one else None
+    plan = {"setting": name, "remat_solver": remat, "measured_seeds": sorted(rate),
+            "seed_updates_per_s": {str(k): v for k, v in rate.items()},
+            "one_seed_bytes": one, "one_seed_bytes_from": rows[0]["seeds"],
+            "device_free_bytes": free_bytes, "memory_max_group": None, "memory_error": None,
+            "ladder": None, "rates_compared": None, "group": None,
+            "rule": "seed_plan.choose_group over the measured counts (the i-th smallest "
+                    "measured count as its i-th doubling step, >= 5% gain per step), capped "
+                    "by seed_plan.memory_plan(bytes per seed, free device memory)"}
+    ladder = sorted(rate)
+    if one and free_bytes:
+        try:
+            plan["memory_max_group"] = seed_plan.memory_plan(one, 2 ** 31, free_bytes)
+        except ValueError as e:  # not even one seed fits
+            plan["memory_error"] = str(e)
+            return plan
+        ladder = [k for k in ladder if k <= plan["memory_max_group"]] or ladder[:1]
+    top = 2 ** (len(ladder) - 1)
+    g, seen = seed_plan.choose_group(top, top, lambda g: rate[ladder[g.bit_length() - 1]])
+    plan.update(ladder=ladder, group=ladder[g.bit_length() - 1],
+                rates_compared={str(ladder[k.bit_length() - 1]): v for k, v in seen.items()})
+    return plan
+
+
+def memory_info(compiled):
+    """XLA's memory analysis of a compiled program: ``seed_plan.compiled_bytes`` (arguments +
+    outputs + temporaries - aliased; None without an analysis) and its parts."""
+    out = {"compiled_bytes": seed_plan.compiled_bytes(compiled)}
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        m = None
+    if m is not None:
+        out["memory"] = {k: int(getattr(m, k + "_size_in_bytes"))
+                         for k in ("argument", "output", "temp", "alias")}
+    return out
 
 
 def cpu_model() -> str:
@@ -239,9 +326,10 @@ def torch_matmul_peak(torch, device, sizes, reps=7):
     return {"gflops_by_size": out, "gflops": max(out.values())}
 
 
-def make_config(setting, quick):
+def make_config(setting, quick, remat=False):
     s = SETTINGS[setting]
     cfg = dom2.default_config()
+    cfg.remat_solver = remat  # jax.checkpoint per solver step of the Q term (same values)
     # The reference anchors (shared/reference.md) and the eager PyTorch update time the CQL of
     # Eq. 1 as printed, uniform proposals only. (DOM2's default adds the policy proposals: one
     # more forward DPM-Solver pass over the batch per update.)
@@ -255,11 +343,11 @@ def make_config(setting, quick):
 
 
 @functools.lru_cache(maxsize=None)
-def init_state(setting: str, quick: bool, seeds: int = 0):
-    """(config, setting dict, DOM2State) with seed 0 (``seeds`` > 0: a leading seed axis);
-    jitted and cached (tests reuse the state of the --quick run)."""
+def init_state(setting: str, quick: bool, seeds: int = 0, remat: bool = False):
+    """(config, setting dict, DOM2State) with seed 0 (``seeds`` > 0: a leading seed axis;
+    ``remat``: DOM2's remat_solver on); jitted and cached (tests reuse the --quick state)."""
     s = SETTINGS[setting]
-    cfg = make_config(setting, quick)
+    cfg = make_config(setting, quick, remat)
     hp = dom2.Hparams.from_config(cfg, s["agents"], s["obs"], s["act"])
     init = lambda k: dom2.init(k, hp, s["agents"], s["obs"], s["act"])
     if seeds:
@@ -353,7 +441,7 @@ def time_jax(state, arrays, updates, repeats, seeds=None):
     ms = 1e3 * _median(ts) / updates
     return {"compile_s": compile_s, "warmup_call_s": warm_s, "updates_per_call": updates,
             "repeats": repeats, "call_s": ts, "ms_per_update": ms, "updates_per_s": 1e3 / ms,
-            "first_update_metrics": first}
+            "first_update_metrics": first, **memory_info(compiled)}
 
 
 # ----------------------------------------------------------------------------- torch
@@ -413,19 +501,34 @@ def write_md(path, res):
             + f" / {r['analytic_flops'] / 1e9:.3g} | {r['gflops_per_s']:.1f} | "
             f"{100 * r['peak_share']:.0f}% |")
     if res["seeds"]:
-        lines += ["", "Seeds vmapped in one program (JAX):", "",
-                  "| setting | seeds | updates/call | compile (s) | ms/update (all seeds) | "
-                  "updates/s per seed | seed-updates/s total | GFLOP/s |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "Seeds vmapped in one program (JAX). Program MiB: XLA's memory analysis "
+                  "of the compiled program (`seed_plan.compiled_bytes`: arguments + outputs + "
+                  "temporaries - aliased); remat: DOM2's `remat_solver` (`jax.checkpoint` per "
+                  "solver step of the Q term).", "",
+                  "| setting | seeds | remat | updates/call | compile (s) | ms/update (all "
+                  "seeds) | updates/s per seed | seed-updates/s total | GFLOP/s | program MiB | "
+                  "MiB per seed |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in res["seeds"]:
+            remat = "on" if row.get("remat_solver") else "off"
             if row.get("error"):
-                lines.append(f"| {row['setting']} | {row['seeds']} | failed: {row['error']} "
-                             "| | | | | |")
+                lines.append(f"| {row['setting']} | {row['seeds']} | {remat} | failed: "
+                             f"{row['error']} | | | | | | | |")
                 continue
-            lines.append(f"| {row['setting']} | {row['seeds']} | {row['updates_per_call']} | "
+            lines.append(f"| {row['setting']} | {row['seeds']} | {remat} | "
+                         f"{row['updates_per_call']} | "
                          f"{row['compile_s']:.1f} | {row['ms_per_update']:.1f} | "
                          f"{row['updates_per_s_per_seed']:.2f} | {row['seed_updates_per_s']:.2f} | "
-                         f"{row['gflops_per_s']:.1f} |")
+                         f"{row['gflops_per_s']:.1f} | {_mib(row.get('compiled_bytes'))} | "
+                         f"{_mib(row.get('bytes_per_seed'), '{:,.2f}')} |")
+    if res.get("plans"):
+        lines += ["", "Seed plan per setting: the group `experiments.train --num_seeds` would "
+                  "vmap, from these rows (`seed_plan.choose_group` fed the measured "
+                  "seed-updates/s, the i-th smallest measured count standing for its i-th "
+                  "doubling step, >= 5% gain per step; `seed_plan.memory_plan` with the bytes "
+                  "per seed of the smallest count and the device's free memory at the start "
+                  "of the run, 80% of it usable):", ""]
+        lines += [f"* {plan_line(p)}" for p in res["plans"]]
     lines += ["", "Anchors (reference.md; net hidden 256 x 3 residual blocks, ~29 GFLOP per spread "
               "update, HalfCheetah obs 17):", ""]
     for name, r in res["settings"].items():
@@ -456,12 +559,14 @@ def write_png(path, res):
     ax.set_title(f"DOM2 update, {res['system']['jax_device_kind']}")
     ax.legend(fontsize=8)
     ax = axes[1]
-    for n in sorted({r["setting"] for r in res["seeds"]}):
-        rows = [r for r in res["seeds"] if r["setting"] == n and not r.get("error")]
+    for n, remat in sorted({(r["setting"], bool(r.get("remat_solver"))) for r in res["seeds"]}):
+        rows = [r for r in res["seeds"] if r["setting"] == n and not r.get("error")
+                and bool(r.get("remat_solver")) == remat]
+        lab = f"{n}, remat" if remat else n
         ax.plot([r["seeds"] for r in rows], [r["seed_updates_per_s"] for r in rows], "o-",
-                label=f"{n}: total seed-updates/s")
+                label=f"{lab}: total seed-updates/s")
         ax.plot([r["seeds"] for r in rows], [r["updates_per_s_per_seed"] for r in rows], "s--",
-                label=f"{n}: updates/s per seed")
+                label=f"{lab}: updates/s per seed")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("seeds vmapped")
     ax.set_ylabel("updates / s")
@@ -574,6 +679,7 @@ def _run(opts, argv_flags):
     print(f"matmul peak: JAX {peak['gflops']:.1f} GFLOP/s {peak['gflops_by_size']}"
           + (f"; torch {peak['torch']['gflops']:.1f}" if torch is not None else ""), flush=True)
 
+    free_bytes = seed_plan.device_free_bytes()  # before this run allocates anything
     results, seed_rows = {}, []
     for name in settings:
         cfg, s, state = init_state(name, quick)
@@ -617,45 +723,83 @@ def _run(opts, argv_flags):
         r["anchor_comparison"] = anchor_comparison(name, r, accel)
         results[name] = r
         if name in seeds_settings:
-            for k in seeds_list:
-                if k == 1:
-                    row = {"compile_s": r["jax"]["compile_s"], "ms_per_update":
-                           r["jax"]["ms_per_update"], "updates_per_call": updates,
-                           "note": "the plain (un-vmapped) measurement"}
-                else:
-                    try:
-                        st = init_state(name, quick, k)[2]
-                        row = time_jax(st, arrays, max(1, updates // k), repeats, seeds=k)
-                    except Exception as e:  # e.g. out of device memory at many seeds
-                        msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
-                        print(f"[{name}] {k} seeds failed: {msg}", flush=True)
-                        seed_rows.append({"setting": name, "seeds": k, "error": msg})
-                        continue
-                    row.pop("first_update_metrics")
-                row.update(setting=name, seeds=k,
-                           updates_per_s_per_seed=1e3 / row["ms_per_update"],
-                           seed_updates_per_s=k * 1e3 / row["ms_per_update"])
-                row["gflops_per_s"] = flops * row["seed_updates_per_s"] / 1e9
-                seed_rows.append(row)
-                print(f"[{name}] {k} seeds: compile {row['compile_s']:.1f} s, "
-                      f"{row['ms_per_update']:.1f} ms/update, {row['seed_updates_per_s']:.2f} "
-                      f"seed-updates/s", flush=True)
+            for remat in (False, True) if opts.remat_solver else (False,):
+                seed_rows += seed_scaling(name, quick, remat, r, arrays, updates, repeats,
+                                          seeds_list, flops)
+            for plan in seed_plans([x for x in seed_rows if x["setting"] == name], free_bytes):
+                print(f"[{name}] seed plan: {plan_line(plan)}", flush=True)
 
         # results so far are written after every setting, so a run stopped by a time limit
         # (e.g. a lent accelerator's) keeps what it measured; "complete" says which it is
         res = _save(opts, argv_flags, system, load_before, peak, results, seed_rows,
-                    torch_status, complete=name == settings[-1])
+                    torch_status, free_bytes, complete=name == settings[-1])
     return res
 
 
+def seed_scaling(name, quick, remat, r, arrays, updates, repeats, seeds_list, flops):
+    """Seeds rows of one setting: ``jax.vmap`` of the update scan over S seeds for S in
+    ``seeds_list``, timed and with XLA's compiled bytes. S = 1 without remat reuses the plain
+    measurement ``r["jax"]``; with ``remat`` (DOM2's remat_solver) S = 1 is measured plain too."""
+    rows, tag = [], " (remat_solver)" if remat else ""
+    for k in seeds_list:
+        try:
+            if k == 1 and not remat:
+                j = r["jax"]
+                row = {"compile_s": j["compile_s"], "ms_per_update": j["ms_per_update"],
+                       "updates_per_call": updates, "compiled_bytes": j.get("compiled_bytes"),
+                       "memory": j.get("memory"), "note": "the plain (un-vmapped) measurement"}
+            elif k == 1:
+                row = time_jax(init_state(name, quick, 0, True)[2], arrays, updates, repeats)
+                row["note"] = "plain (un-vmapped), remat_solver on"
+            else:
+                st = init_state(name, quick, k, remat)[2]
+                row = time_jax(st, arrays, max(1, updates // k), repeats, seeds=k)
+        except Exception as e:  # e.g. out of device memory at many seeds
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            print(f"[{name}] {k} seeds{tag} failed: {msg}", flush=True)
+            rows.append({"setting": name, "seeds": k, "remat_solver": remat, "error": msg})
+            continue
+        row.pop("first_update_metrics", None)
+        row.update(setting=name, seeds=k, remat_solver=remat,
+                   updates_per_s_per_seed=1e3 / row["ms_per_update"],
+                   seed_updates_per_s=k * 1e3 / row["ms_per_update"])
+        row["gflops_per_s"] = flops * row["seed_updates_per_s"] / 1e9
+        row["bytes_per_seed"] = row["compiled_bytes"] / k if row.get("compiled_bytes") else None
+        rows.append(row)
+        print(f"[{name}] {k} seeds{tag}: compile {row['compile_s']:.1f} s, "
+              f"{row['ms_per_update']:.1f} ms/update, {row['seed_updates_per_s']:.2f} "
+              f"seed-updates/s, program {_mib(row['compiled_bytes'])} MiB "
+              f"({_mib(row['bytes_per_seed'])} MiB per seed)", flush=True)
+    return rows
+
+
+def _mib(b, fmt="{:,.1f}"):
+    return fmt.format(b / MiB) if b else "–"
+
+
+def plan_line(p):
+    """One line of text for a plan of ``seed_plans``."""
+    head = f"{p['setting']}, remat {'on' if p['remat_solver'] else 'off'}: "
+    if p["memory_error"]:
+        return head + f"refused: {p['memory_error']}"
+    rates = ", ".join(f"{k}: {v:.2f}" for k, v in p["rates_compared"].items())
+    mem = (f"memory: one seed {_mib(p['one_seed_bytes'])} MiB, {p['device_free_bytes'] / 2**30:.1f}"
+           f" GiB free -> at most {p['memory_max_group']:,} seeds per group"
+           if p["memory_max_group"] else "memory: not analysed (no compiled bytes or free "
+                                          "memory recorded)")
+    return (head + f"group {p['group']} of the measured {p['measured_seeds']} seeds "
+            f"(choose_group compared {rates} seed-updates/s); {mem}")
+
+
 def _save(opts, argv_flags, system, load_before, peak, results, seed_rows, torch_status,
-          complete):
+          free_bytes, complete):
     res = {"benchmark": "throughput", "quick": opts.quick, "complete": complete,
            "command": "python -m benchmarks.throughput " + " ".join(argv_flags or []),
            "system": system, "load_before": load_before,
            "load_after": [round(x, 2) for x in os.getloadavg()], "matmul_peak": peak,
            "settings": results, "seeds": seed_rows, "anchors": ANCHORS,
-           "target_ratio": TARGET_RATIO, "torch_status": torch_status}
+           "target_ratio": TARGET_RATIO, "torch_status": torch_status,
+           "device_free_bytes": free_bytes}
     derive(res)
     dev = device_label(jax.devices()[0].device_kind) if opts.device else None
     stem = "throughput" + ("_quick" if opts.quick else "") + (f"_{dev}" if dev else "")
@@ -706,4 +850,8 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", _d.out, "Output dir (default benchmarks/results; "
                         "runs/benchmarks with --quick).")
     flags.DEFINE_string("from_json", None, "Only rewrite the .md/.png of this saved .json.")
+    flags.DEFINE_bool("remat_solver", False, "Also measure every seeds row with DOM2's "
+                      "remat_solver on (jax.checkpoint per solver step of the Q term; as "
+                      "--config.agent.remat_solver=True in experiments.train), next to the rows "
+                      "with it off: XLA's program bytes and the time side by side.")
     app.run(main)

@@ -21,9 +21,9 @@ def solver_steps_run(tmp_path_factory, spread_random_dataset_dir):
     tmp = tmp_path_factory.mktemp("solver_steps")
     out = str(tmp / "out")
     train_dir = str(tmp / "train")
-    result = solver_steps.main(["--quick", f"--dataset={spread_random_dataset_dir}",
-                                f"--train_dir={train_dir}", f"--out={out}",
-                                "--solvers=dpm2,ddpm", "--accuracy_samples=128"])
+    result = solver_steps.run(solver_steps.Options(
+        quick=True, dataset=spread_random_dataset_dir, train_dir=train_dir, out=out,
+        solvers="dpm2,ddpm", accuracy_samples=128))
     return result, out, train_dir
 
 
@@ -72,14 +72,14 @@ def test_policy_at_trained_setting_equals_dom2_act(solver_steps_run):
 
 
 def test_solver_steps_halfcheetah_without_workdir_is_explicitly_not_run(tmp_path):
-    res = solver_steps.main(["--quick", "--env=mamujoco_halfcheetah_2x3", "--no_accuracy",
-                             f"--out={tmp_path}"])
+    res = solver_steps.run(solver_steps.parse_args(
+        ["--quick", "--env=mamujoco_halfcheetah_2x3", "--no_accuracy", f"--out={tmp_path}"]))
     assert res["rows"] == [] and res["not_run"][0]["reason"].startswith("not run here")
     assert "not run here" in open(tmp_path / "solver_steps.md").read()
 
 
 def test_env_speed_quick_mpe(tmp_path):
-    res = env_speed.main(["--quick", "--which=mpe", f"--out={tmp_path}"])
+    res = env_speed.run(env_speed.Options(quick=True, which="mpe", out=str(tmp_path)))
     for ext in ("json", "md", "png"):
         assert os.path.getsize(tmp_path / f"env_speed.{ext}") > 100
     js = json.load(open(tmp_path / "env_speed.json"))
@@ -150,8 +150,87 @@ def test_env_speed_without_mpe2_records_why_the_reference_is_missing(tmp_path, m
     def no_mpe2(module, episodes):
         raise ModuleNotFoundError("No module named 'mpe2'")
     monkeypatch.setattr(env_speed_mpe, "mpe2_steps_per_second", no_mpe2)
-    res = env_speed.main(["--quick", "--which=mpe", f"--out={tmp_path}"])
+    res = env_speed.run(env_speed.Options(quick=True, which="mpe", out=str(tmp_path)))
     rows = res["mpe"]["rows"]
     assert rows and all(r["jax_steps_per_s"] > 0 and r["speedup"] is None for r in rows)
     assert any("mpe2 reference" in n["part"] for n in res["not_run"])
     assert "mpe2 could not be imported" in open(tmp_path / "env_speed.md").read()
+
+
+def test_benchmark_flags_are_absl_defined_only_when_run_as_a_script():
+    # Importing a benchmark defines no global absl flag (tests and other benchmarks import
+    # them; --out, --quick, ... would clash), and each script's flags read back its Options
+    # defaults; bad values are refused by the flags or by resolve.
+    from absl import flags
+    from benchmarks import cli, env_speed_mjx, env_speed_mpe, throughput
+    for mod in (solver_steps, env_speed, env_speed_mjx, env_speed_mpe, throughput):
+        assert not flags.FLAGS.get_flags_for_module(mod.__name__), mod.__name__
+    for mod in (solver_steps, env_speed, env_speed_mjx, env_speed_mpe):
+        assert cli.parse(mod.define_flags, mod.Options, []) == mod.Options(), mod.__name__
+    assert solver_steps.parse_args(["--train_override=a=1", "--train_override=b=2",
+                                    "--steps=1,5", "--sampler_impl=library"]).train_override \
+        == ["a=1", "b=2"]
+    assert env_speed_mjx.Options(steps=7) == cli.parse(env_speed_mjx.define_flags,
+                                                       env_speed_mjx.Options, ["--steps=7"])
+    with pytest.raises(flags.IllegalFlagValueError):
+        solver_steps.parse_args(["--sampler_impl=fast"])
+    with pytest.raises(flags.UnrecognizedFlagError):
+        env_speed.parse_args(["--mpe-batch-sizes=8"])
+    with pytest.raises(ValueError, match="--which: unknown"):
+        env_speed.parse_args(["--which=gpu"])
+    assert cli.flag_argv(solver_steps.Options(quick=True, steps="1,2", train_override=["x=1"])) \
+        == ["--train_override=x=1", "--steps=1,2", "--quick"]
+
+
+def _seed_row(seeds, rate, compiled_bytes=None, remat=False):
+    return {"setting": "spread", "seeds": seeds, "remat_solver": remat,
+            "seed_updates_per_s": rate,
+            "bytes_per_seed": compiled_bytes / seeds if compiled_bytes else None}
+
+
+def test_throughput_seed_plan_follows_the_measured_rows():
+    from benchmarks import throughput
+    gib = 2 ** 30
+    # powers of two: exactly seed_plan.choose_group on the measured rates
+    rows = [_seed_row(1, 10.0, gib), _seed_row(2, 19.0, 1.5 * gib), _seed_row(4, 19.5, 2 * gib)]
+    (p,) = throughput.seed_plans(rows, 100 * gib)
+    assert p["group"] == 2 and p["rates_compared"] == {"1": 10.0, "2": 19.0, "4": 19.5}
+    assert p["memory_max_group"] == 80 and p["one_seed_bytes"] == gib
+    # 1, 4, 16: each measured count is one doubling step; memory drops 16 (8 GiB free: 6 seeds)
+    rows = [_seed_row(1, 10.0, gib), _seed_row(4, 30.0), _seed_row(16, 90.0)]
+    (p,) = throughput.seed_plans(rows, 8 * gib)
+    assert p["memory_max_group"] == 6 and p["ladder"] == [1, 4] and p["group"] == 4
+    assert throughput.seed_plans(rows, 10_000 * gib)[0]["group"] == 16
+    # one seed does not fit: no group, the refusal is reported
+    (p,) = throughput.seed_plans(rows, gib)
+    assert p["group"] is None and "one seed's training program needs" in p["memory_error"]
+    assert "refused" in throughput.plan_line(p)
+    # unknown memory (an old result): speed only; remat rows get their own plan
+    plans = throughput.seed_plans(rows + [_seed_row(1, 9.0, remat=True),
+                                          _seed_row(4, 9.1, remat=True)], None)
+    assert [(p["remat_solver"], p["group"]) for p in plans] == [(False, 16), (True, 1)]
+
+
+def test_throughput_quick_seed_rows_carry_bytes_and_plan(tmp_path):
+    # No torch needed (tests/test_throughput.py, skipped without torch, covers the rest): one
+    # seed count, measured with remat_solver off and on, XLA's bytes and the plan in all files.
+    from benchmarks import throughput
+    res = throughput.run(throughput.Options(quick=True, no_torch=True, seeds_list="1",
+                                            updates=1, remat_solver=True, out=str(tmp_path)))
+    assert throughput.init_state("spread", True, 0, True)[2].hp.remat_solver is True
+    saved = json.load(open(tmp_path / "throughput_quick.json"))
+    assert set(throughput.RESULT_KEYS) <= set(saved) and saved["device_free_bytes"] > 0
+    rows = saved["seeds"]
+    assert [(r["seeds"], r["remat_solver"]) for r in rows] == [(1, False), (1, True)]
+    for r in rows:
+        assert r["compiled_bytes"] > 0 and r["bytes_per_seed"] == r["compiled_bytes"]
+        assert r["memory"]["argument"] > 0 and r["seed_updates_per_s"] > 0
+    assert rows[0]["compiled_bytes"] == saved["settings"]["spread"]["jax"]["compiled_bytes"]
+    plans = saved["plans"]
+    assert [(p["setting"], p["remat_solver"], p["group"]) for p in plans] == [
+        ("spread", False, 1), ("spread", True, 1)]
+    assert all(p["memory_max_group"] >= 1 and p["one_seed_bytes"] > 0 for p in plans)
+    md = (tmp_path / "throughput_quick.md").read_text()
+    assert "| program MiB | MiB per seed |" in md and "| spread | 1 | on | 1 |" in md
+    assert "* spread, remat on: group 1 of the measured [1] seeds" in md
+    assert res["plans"] == plans
