@@ -138,7 +138,8 @@ def dynamic_sample(solver, eps_fn, x_T, schedule, num_steps, key=None, t_end=1e-
     if solver in ("dpm1", "dpm2", "dpm3"):
         order = int(solver[-1])
         r1, r2 = (0.5, None) if order == 2 else (1.0 / 3.0, 2.0 / 3.0)
-        body = lambda i, x: lib._dpm_step(eps_fn, schedule, x, t_at(i), t_at(i + 1), order, r1, r2)
+        body = lambda i, x: lib._dpm_step(eps_fn, schedule, x, t_at(i), t_at(i + 1), order, r1, r2,
+                                          grid)
         return jax.lax.fori_loop(0, n, body, x_T)
     if solver == "dpmpp2m":
         body = lambda i, c: lib._dpmpp2m_step(eps_fn, schedule, *c, t_at(i), t_at(i + 1), i == 0)

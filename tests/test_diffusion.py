@@ -114,12 +114,14 @@ def test_dpm_solver_converges_to_exact_ode_solution_logsnr_grid():
 
 
 def test_dpm_solver_time_uniform_grid():
-    steps = [16, 32]
+    # intermediate points uniform in t as the official code places them: on this narrow target
+    # order 2 beats order 1 from N ~ 32 (at N = 16: 0.25 vs 0.22); see test_dpm_solver_official
+    steps = [32, 64]
     e1, e2, e3 = (_solver_errors(k, steps, "time_uniform") for k in (1, 2, 3))
     assert np.all(e2 < e1) and np.all(e3 < e2), (e1, e2, e3)
-    assert e1[1] < e1[0] and e2[1] < e2[0]
+    assert e1[1] < e1[0] and e2[1] < e2[0] and e3[1] < e3[0]
     # the uniform-in-t grid wastes steps at large t: logSNR is more accurate at equal N
-    assert e2[1] > _solver_errors(2, [32])[0]
+    assert e2[0] > _solver_errors(2, [32])[0]
 
 
 def test_dpm_solver_orders_have_their_convergence_rates():
