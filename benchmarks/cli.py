@@ -13,9 +13,10 @@ reads a list of flags with the script's own definitions on a private ``FlagValue
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+import sys
+from typing import Callable, Optional, Sequence
 
-from absl import flags
+from absl import app, flags
 
 
 def options_from_flags(cls, fv: flags.FlagValues = None):
@@ -53,3 +54,18 @@ def flag_argv(opts) -> list:
         else:
             out.append(f"--{f.name}={v}")
     return out
+
+
+def main(argv: Sequence[str], cls, run: Callable, resolve: Optional[Callable] = None):
+    """A benchmark's absl entry point: no positional arguments; the flags become ``cls``
+    options, checked by ``resolve`` (a ValueError is a usage error); then
+    ``run(options, the command's flags)``."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {list(argv[1:])}")
+    opts = options_from_flags(cls)
+    if resolve is not None:
+        try:
+            resolve(opts)
+        except ValueError as e:
+            raise app.UsageError(str(e))
+    return run(opts, sys.argv[1:])

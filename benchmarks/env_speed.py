@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-import sys
 import time
 from typing import Optional, Sequence
 
@@ -257,14 +256,7 @@ def plot(path, res):
 
 def main(argv):
     """absl entry point: ``python -m benchmarks.env_speed --flags``."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    opts = cli.options_from_flags(Options)
-    try:
-        resolve(opts)
-    except ValueError as e:
-        raise app.UsageError(str(e))
-    run(opts, sys.argv[1:])
+    cli.main(argv, Options, run, resolve)
 
 
 def run(opts: Options = None, argv: Optional[Sequence[str]] = None):

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import os
 import platform
-import sys
 import time
 from typing import Optional, Sequence
 
@@ -144,9 +143,7 @@ def define_flags(fv):
 
 def main(argv):
     """absl entry point: ``python -m benchmarks.env_speed_mjx --flags``."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    run(cli.options_from_flags(Options), sys.argv[1:])
+    cli.main(argv, Options, run)
 
 
 def run(opts: Options = None, argv: Optional[Sequence[str]] = None):

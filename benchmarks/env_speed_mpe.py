@@ -15,7 +15,6 @@ import importlib
 import json
 import os
 import platform
-import sys
 import time
 from typing import Optional, Sequence
 
@@ -101,9 +100,7 @@ def define_flags(fv):
 
 def main(argv):
     """absl entry point: ``python -m benchmarks.env_speed_mpe --flags``."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    run(cli.options_from_flags(Options), sys.argv[1:])
+    cli.main(argv, Options, run)
 
 
 def run(opts: Options = None, argv: Optional[Sequence[str]] = None):

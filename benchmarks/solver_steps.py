@@ -748,14 +748,7 @@ def parse_args(argv):
 
 def main(argv):
     """absl entry point: ``python -m benchmarks.solver_steps --flags``."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    opts = cli.options_from_flags(Options)
-    try:
-        resolve(opts)
-    except ValueError as e:
-        raise app.UsageError(str(e))
-    run(opts, sys.argv[1:])
+    cli.main(argv, Options, run, resolve)
 
 
 def run(opts: Options = None, argv: Optional[Sequence[str]] = None):
