@@ -73,3 +73,11 @@ def test_clear_errors(bc_run, tmp_path):
         evaluate.evaluate_workdir(str(bc_run), chunk=7)
     with pytest.raises(SystemExit, match="not an experiments.train workdir"):
         evaluate.evaluate_workdir(str(tmp_path))
+    # a run that has not written a checkpoint yet: one line, and nothing is created there
+    import shutil
+    young = tmp_path / "young"
+    young.mkdir()
+    shutil.copy(bc_run / "config.json", young / "config.json")
+    with pytest.raises(SystemExit, match="has no checkpoints yet"):
+        evaluate.evaluate_workdir(str(young))
+    assert sorted(p.name for p in young.iterdir()) == ["config.json"]

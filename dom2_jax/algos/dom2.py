@@ -63,7 +63,7 @@ class Hparams(common.HparamsBase, common.DiffusionActorModules):
 
     NAME = "DOM2"
     COEF_NAMES = ("eta", "zeta", "rho", "gamma")
-    LATER_FIELDS = ("remat_solver",)  # added in session 15 (False before)
+    LATER_FIELDS = ("remat_solver",)  # added after runs were recorded (they ran without it)
 
     # Policy improvement and critic regularisation (the paper's symbols).
     eta: float = 1.0                 # Q-loss weight (Eq. 5); Diffusion-QL's locomotion value

@@ -57,7 +57,7 @@ def load_run(workdir: str, chunk=None, dataset_arrays=None) -> LoadedRun:
     algo = registry.algo_module(resolved["algo"])
     # Fields added to the algorithm after the run was trained take today's defaults; the
     # output lists them. Restoring only acts with the policy, so a field that changes the
-    # update alone (DOM2's cql_policy_noise, session 14) does not change what is measured.
+    # update alone (e.g. DOM2's cql_policy_noise) does not change what is measured.
     agent = algo.default_config().to_dict()
     filled = sorted(set(agent) - set(config.agent.to_dict()))
     agent.update(config.agent.to_dict())
@@ -82,13 +82,16 @@ def load_run(workdir: str, chunk=None, dataset_arrays=None) -> LoadedRun:
             stats = obs_statistics(dataset_arrays)
 
     template = carry_template(algo, config.agent, env, num_seeds)
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):  # read-only: create nothing
+        _fail(f"{workdir} has no checkpoints yet (the run has not finished its first chunk)")
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    step = ckpt.latest_step() if chunk is None else int(chunk)
-    if step is None:
+    if ckpt.latest_step() is None:
         _fail(f"{workdir} has no complete checkpoint")
-    if chunk is not None and step not in ckpt.all_steps():
-        _fail(f"{workdir} has no checkpoint {step}; it keeps {ckpt.all_steps()}")
-    carry = ckpt.restore(template, step)
+    if chunk is not None and int(chunk) not in ckpt.all_steps():
+        _fail(f"{workdir} has no checkpoint {chunk}; it keeps {ckpt.all_steps()}")
+    # the newest readable step (a damaged one is skipped with a warning, not moved)
+    carry = ckpt.restore(template, None if chunk is None else int(chunk))
+    step = ckpt.restored_step
     ckpt.close()
     return LoadedRun(resolved, results, config, algo, env, stats, carry, int(step), num_seeds,
                      filled)
