@@ -1007,6 +1007,12 @@ def make_report(root, out: Optional[str] = None, metric: str = "normalised",
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.out:
+        try:
+            os.makedirs(FLAGS.out, exist_ok=True)
+        except OSError as e:
+            raise SystemExit(f"error: cannot write the report to --out={FLAGS.out} "
+                             f"({e.strerror or e})")
     try:
         rep = make_report(FLAGS.root, FLAGS.out, FLAGS.metric, FLAGS.strict)
     except (FileNotFoundError, ValueError) as e:

@@ -255,8 +255,18 @@ def run(argv_flags=FLAGS):
     data.check_compatible(ds, expected_env=f.env,
                           expected_shapes={"num_agents": env.num_agents, "obs_dim": env.obs_dim,
                                            "act_dim": env.act_dim}, where=f"dataset {path!r}")
+    n, want = int(ds.num_transitions), int(config.dataset_size)
+    if not want <= n < want + env.episode_length:  # generation rounds up to whole episodes
+        msg = (f"dataset {path!r} holds {n} transitions but the config asks for "
+               f"dataset_size={want}")
+        if f.dataset is None:  # found by name under --data_root: it must be the size asked for
+            raise SystemExit(f"error: {msg}; regenerate it, or pass --config.dataset_size={n}")
+        _say(f"warning: {msg}; training on all {n} (the protocol records the actual size)")
     new_workdir = not os.path.exists(f.workdir)
-    os.makedirs(f.workdir, exist_ok=True)  # only once the config and the data are known good
+    try:
+        os.makedirs(f.workdir, exist_ok=True)  # only once the config and the data are known good
+    except OSError as e:
+        raise SystemExit(f"cannot create --workdir {f.workdir!r}: {e.strerror or e}")
     _lock = lock_workdir(f.workdir)  # noqa: F841  (held until this process exits)
     # The files' digests (meta.sha256) name the data this run trains on: a dataset regenerated
     # at the same path (another machine's CPU gives other HalfCheetah rollouts) is refused on

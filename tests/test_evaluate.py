@@ -81,3 +81,14 @@ def test_clear_errors(bc_run, tmp_path):
     with pytest.raises(SystemExit, match="has no checkpoints yet"):
         evaluate.evaluate_workdir(str(young))
     assert sorted(p.name for p in young.iterdir()) == ["config.json"]
+    (young / "config.json").write_text("{")  # a damaged config.json is named
+    with pytest.raises(SystemExit, match="young/config.json is not valid JSON"):
+        evaluate.evaluate_workdir(str(young))
+
+
+def test_damaged_metrics_csv_is_named(tmp_path):
+    from dom2_jax.training.reporting import MetricsLog
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,eval/seed0\n5000,1.5\n10000,abc\n")
+    with pytest.raises(ValueError, match="metrics.csv line 3 is not a row of numbers"):
+        MetricsLog.load(str(path))

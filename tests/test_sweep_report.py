@@ -69,12 +69,12 @@ def test_real_sweep_tensorboard_skip_resume_failure_and_report(tmp_path,
                                                                spread_random_dataset_dir):
     data_root = tmp_path / "data"
     os.makedirs(data_root / "mpe_spread")
-    # the smoke preset's dataset size (2000) names the directory the launcher looks for
-    os.symlink(spread_random_dataset_dir, data_root / "mpe_spread" / "random-n2000")
+    # the config's dataset size (the fixture's 1000) names the directory the launcher looks for
+    os.symlink(spread_random_dataset_dir, data_root / "mpe_spread" / "random-n1000")
     root = tmp_path / "sweep"
     base = ["--algos=bc", "--envs=mpe_spread", "--seeds=0", "--num_seeds=2", "--preset=smoke",
             f"--root={root}", f"--data_root={data_root}",
-            f"--extra=--compilation_cache={tmp_path / 'cache'}"]
+            f"--extra=--compilation_cache={tmp_path / 'cache'} --config.dataset_size=1000"]
     # 'expert' has no dataset (and no --generate_missing): that run fails, the sweep goes on.
     r = _sweep(base + ["--qualities=expert,random"])
     assert r.returncode == 1, r.stdout + r.stderr
@@ -148,12 +148,13 @@ def test_sigterm_stops_the_training_and_marks_it_interrupted(tmp_path,
     import time
     data_root = tmp_path / "data"
     os.makedirs(data_root / "mpe_spread")
-    os.symlink(spread_random_dataset_dir, data_root / "mpe_spread" / "random-n2000")
+    os.symlink(spread_random_dataset_dir, data_root / "mpe_spread" / "random-n1000")
     root = tmp_path / "sweep"
     p = subprocess.Popen(
         [sys.executable, "-m", "experiments.sweep", "--algos=bc", "--qualities=random",
          "--seeds=0", "--preset=smoke", f"--root={root}", f"--data_root={data_root}",
-         "--extra=--config.num_updates=10000000 --config.eval_every=5000000"],
+         "--extra=--config.num_updates=10000000 --config.eval_every=5000000 "
+         "--config.dataset_size=1000"],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     wd = str(root / "mpe_spread/random/bc/seed0")
@@ -570,3 +571,15 @@ def test_figures_legend_only_what_is_drawn_and_label_each_budget():
     assert sorted(t.get_text() for t in fig.axes[0].texts) == ["2k", "2k", "2k, 30k", "30k"]
     assert "budgets differ in: medium, expert" in fig.get_suptitle()
     plt.close(fig)
+
+
+def test_report_cli_names_an_unwritable_out(tmp_path):
+    import subprocess
+    import sys
+    root = tmp_path / "runs"
+    _fake_run(root, "mpe_spread/expert/bc/seed0", "bc", [5.0])
+    r = subprocess.run([sys.executable, "-m", "experiments.report", f"--root={root}",
+                        "--out=/proc/no_such_dir/report"], capture_output=True, text=True,
+                       timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "cannot write the report to --out=/proc/no_such_dir/report" in r.stderr

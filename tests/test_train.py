@@ -79,6 +79,18 @@ def test_launcher_bad_flags_fail_fast_with_clear_messages(tmp_path, spread_rando
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert ('error: --config.agent.etaa: unknown field etaa Did you mean "eta"'
             in r.stderr), r.stderr
+    r = _launch(["--env=mpe_spread", "--dataset=" + spread_random_dataset_dir,
+                 "--workdir=/proc/no_such_dir/w"], cache)
+    assert r.returncode != 0 and "cannot create --workdir '/proc/no_such_dir/w'" in r.stderr
+    assert "Traceback" not in r.stderr
+    # a dataset found by name under --data_root must have the size the config asks for
+    (tmp_path / "root" / "mpe_spread").mkdir(parents=True)
+    os.symlink(spread_random_dataset_dir, tmp_path / "root" / "mpe_spread" / "random-n2000")
+    r = _launch(["--env=mpe_spread", "--quality=random", f"--data_root={tmp_path / 'root'}",
+                 "--preset=smoke", f"--workdir={tmp_path / 'sized'}"], cache)
+    assert r.returncode != 0 and "holds 1000 transitions but the config asks for " \
+        "dataset_size=2000; regenerate it, or pass --config.dataset_size=1000" in r.stderr
+    assert not (tmp_path / "sized").exists()
 
 
 def test_launcher_results_and_resume_equals_uninterrupted(tmp_path, spread_random_dataset_dir):

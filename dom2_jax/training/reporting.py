@@ -46,9 +46,14 @@ class MetricsLog:
         rows = []
         if os.path.exists(path):
             with open(path) as f:
-                for r in csv.DictReader(f):
-                    rows.append({k: float(v) if v not in ("", None) else np.nan
-                                 for k, v in r.items()})
+                for i, r in enumerate(csv.DictReader(f)):
+                    try:
+                        rows.append({k: float(v) if v not in ("", None) else np.nan
+                                     for k, v in r.items()})
+                    except (TypeError, ValueError) as e:
+                        raise ValueError(f"{path} line {i + 2} is not a row of numbers ({e}): "
+                                         "the file is damaged; delete it to start the run's "
+                                         "log afresh (the checkpoints are unaffected)") from None
         return cls(path, rows)
 
     def truncate(self, max_step: int):

@@ -28,7 +28,11 @@ def read_resolved(workdir: str) -> dict:
     cfg_path = os.path.join(workdir, "config.json")
     if not os.path.exists(cfg_path):
         _fail(f"{workdir} has no config.json: not an experiments.train workdir")
-    return json.load(open(cfg_path))
+    try:
+        with open(cfg_path) as f:
+            return json.load(f)
+    except ValueError as e:
+        _fail(f"{cfg_path} is not valid JSON ({e}): the file is damaged")
 
 
 class LoadedRun(NamedTuple):
