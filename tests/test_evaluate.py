@@ -92,3 +92,7 @@ def test_damaged_metrics_csv_is_named(tmp_path):
     path.write_text("step,eval/seed0\n5000,1.5\n10000,abc\n")
     with pytest.raises(ValueError, match="metrics.csv line 3 is not a row of numbers"):
         MetricsLog.load(str(path))
+    path.write_text("step,eval/seed0\n5000,1.5\n")  # a resumed log keeps integer steps
+    log = MetricsLog.load(str(path))
+    log.append({"step": 10000, "eval/seed0": 2.0})
+    assert path.read_text() == "step,eval/seed0\n5000,1.5\n10000,2.0\n"

@@ -67,8 +67,8 @@ class MetricsLog:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=keys)
         w.writeheader()
-        for r in self.rows:
-            w.writerow(r)
+        for r in self.rows:  # the step is an integer, also in rows read back from the file
+            w.writerow(dict(r, step=int(r["step"])) if "step" in r else r)
         atomic_write_text(self.path, buf.getvalue())
 
 
