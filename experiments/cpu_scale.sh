@@ -21,7 +21,14 @@
 #      100 episodes; experiments.evaluate writes WORKDIR/evaluations/);
 #   4. data efficiency (Fig. 5): DOM2 and MA-TD3+BC on 5% of the trajectories, HalfCheetah
 #      medium; the four DOM2 ablations (Fig. 6) on HalfCheetah medium.
-# Then: python -m experiments.report --root=ROOT --out=experiments/results/cpu_scale --metric=score
+# HalfCheetah data are the same bits on every machine (portable C MuJoCo rollouts), so a run
+# resumes on another machine; MPE data are not yet (see BUILD_NOTES.md).
+# At the end of a session (stop the script right after a checkpoint; run phase 3 for the runs
+# that finished, since only unfinished runs carry their checkpoint):
+#   python -m experiments.archive_runs --root=ROOT --out=experiments/results/runs/cpu_scale \
+#       --checkpoints=unfinished
+#   python -m experiments.report --root=experiments/results/runs/cpu_scale \
+#       --out=experiments/results/cpu_scale --metric=score
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${1:-$HOME/dom2_runs/cpu_scale}
@@ -40,6 +47,14 @@ sweep() {  # CORE ARGS...: one experiments.sweep pinned to a core
 }
 
 phase() { [[ " $PHASES " == *" $1 "* ]]; }
+
+# Runs carried over from an earlier machine (experiments/results/runs/cpu_scale holds each run's
+# record and newest checkpoint: the end-of-session archive, see below) come back first; a run
+# this tree already holds is left as it is.
+ARCHIVE=experiments/results/runs/cpu_scale
+if [[ -d "$ARCHIVE" ]]; then
+  "$PY" -m experiments.archive_runs --restore "--root=$ROOT" "--out=$ARCHIVE" || exit 1
+fi
 
 # The four datasets first, one at a time, with seed 0 (both queues would otherwise race to
 # generate the same file, each with its own run's seed). ~1 min each on this CPU.

@@ -17,9 +17,13 @@ Qualities:
                  are kept; if fewer, all of them (the dataset is then smaller).
 Sizes are whole episodes: ceil(num_samples / episode_length) episodes (each mixed half gets
 half of them). Episodes are rolled out in blocks of ``block_episodes`` with the jitted, vmapped
-``dom2_jax.envs.rollout`` or, with ``--backend=cpu`` (the default for HalfCheetah when JAX runs
-on CPU), on C MuJoCo by ``dom2_jax.envs.mamujoco.cpu.rollout_batch`` (~3x faster than MJX
-there; the backend is recorded in the metadata). The key of block b of part p is
+``dom2_jax.envs.rollout`` or, with ``--backend=cpu`` (the default for HalfCheetah on every
+machine), on C MuJoCo by ``dom2_jax.envs.mamujoco.cpu.rollout_batch`` (~3x faster than MJX
+on a CPU; the backend is recorded in the metadata). HalfCheetah rollouts on C MuJoCo are
+*portable*: initial states and actions are computed in float64 and rounded to fixed grids
+(2^-30, 2^-20), so the same seed gives the same bits on every x86 CPU (float32 XLA programs
+round differently per CPU, and HalfCheetah is chaotic: before this, an Intel Xeon and an AMD
+EPYC gave different medium data for seed 0). MPE rollouts (jitted float32 JAX) are not. The key of block b of part p is
 fold_in(fold_in(PRNGKey(seed), p), b), so the dataset is a deterministic function of (env,
 env_kwargs, quality, num_samples, seed, sigma, backend). ``episode_returns`` holds the env's
 paper score (sum of ``env.score``); ``dones`` are all False (our envs only truncate).
@@ -62,8 +66,8 @@ def _define_flags():
     flags.DEFINE_bool("overwrite", False, "Replace an existing dataset at --out.")
     flags.DEFINE_enum("backend", "auto", ["auto", "jax", "cpu"],
                       "Rollout backend: jax (jitted vmapped env; MJX for HalfCheetah) or cpu "
-                      "(HalfCheetah on C MuJoCo, ~3x faster than MJX on a CPU); auto = cpu "
-                      "for HalfCheetah when JAX runs on CPU, jax otherwise.")
+                      "(HalfCheetah on C MuJoCo, ~3x faster than MJX on a CPU, portable: the "
+                      "same bits on every CPU); auto = cpu for HalfCheetah, jax otherwise.")
     flags.DEFINE_string("replay_dir", None,
                         "medium-replay only: the --snapshot_dir of the behaviour training run "
                         "(train_behaviour saves each chunk's transitions there); read instead of "

@@ -424,3 +424,63 @@ def test_model_without_settotalmass_equals_the_plain_compile():
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert "settotalmass" not in out.stdout + out.stderr
+
+
+_PORTABLE_SCRIPT = r"""
+import hashlib, json, sys
+import jax, jax.numpy as jnp, numpy as np
+from dom2_jax.envs.mamujoco.cpu import HalfCheetahCPU, rollout_batch
+
+def policy(params, obs, key):  # a matmul (CPU-specific kernels) + Gaussian noise, like TD3's
+    a = jnp.tanh(obs @ params["w"] + params["b"])
+    return jnp.clip(a + 0.1 * jax.random.normal(key, a.shape, a.dtype), -1.0, 1.0)
+
+# parameters as a shipped policy's: read, not computed (a float32 draw would itself differ)
+params = {"w": (np.random.default_rng(1).normal(size=(6, 3)) * 0.7).astype(np.float32),
+          "b": np.full((3,), 0.1, np.float32)}
+out = rollout_batch(HalfCheetahCPU(2, episode_length=200), policy, params,
+                    jax.random.PRNGKey(4), 2, return_trajectory=True, portable=True)
+print(json.dumps({k: hashlib.sha256(np.ascontiguousarray(out[k]).tobytes()).hexdigest()
+                  for k in ("obs", "actions", "rewards")}))
+"""
+
+
+def test_portable_rollouts_are_the_same_bits_whatever_code_the_cpu_gets(tmp_path):
+    """Dataset generation's HalfCheetah rollouts (``portable=True``) give the same bits when
+    XLA compiles for another instruction set (SSE4.2 instead of the host's: no FMA, other
+    vector widths), as on another CPU; float32 programs do not (an Intel Xeon and an AMD EPYC
+    gave different seed-0 medium data before)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    digests = []
+    for flags in ("", "--xla_cpu_max_isa=SSE4_2"):
+        env = dict(os.environ, XLA_FLAGS=flags, PYTHONPATH=root, JAX_PLATFORMS="cpu")
+        res = subprocess.run([sys.executable, "-c", _PORTABLE_SCRIPT], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        digests.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    assert digests[0] == digests[1]
+
+
+def test_portable_initial_states_and_actions_lie_on_their_grids():
+    from dom2_jax.envs.mamujoco import cpu as cpu_lib
+    config = HalfCheetahCPU(1).config
+    qpos, qvel, sc = cpu_lib.portable_initial_batch(jax.random.PRNGKey(0), 500, config)
+    for x in (qpos, qvel):
+        np.testing.assert_array_equal(x, np.round(x / cpu_lib.STATE_GRID) * cpu_lib.STATE_GRID)
+    s = config.reset_noise_scale
+    assert np.abs(qpos).max() <= s and abs(np.abs(qpos).mean() - s / 2) < 0.01  # U(-s, s)
+    assert abs(qvel.std() - s) < 0.01 and abs(qvel.mean()) < 0.01                # s * N(0, 1)
+    np.testing.assert_array_equal(sc, 1.0)
+
+    def policy(params, obs, key):
+        return jnp.tanh(obs[:, :3] * params)
+    obs = np.random.default_rng(0).normal(size=(4, 2, 6)).astype(np.float32)
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    a = cpu_lib.portable_actions(policy, jnp.float32(0.5), obs, keys)
+    assert a.dtype == np.float32
+    np.testing.assert_array_equal(a, np.round(a / cpu_lib.ACTION_GRID) * cpu_lib.ACTION_GRID)
+    np.testing.assert_allclose(a, np.tanh(obs[..., :3] * 0.5), atol=cpu_lib.ACTION_GRID)

@@ -395,6 +395,59 @@ def test_archive_runs_keeps_what_the_report_reads(tmp_path):
     assert "2 runs" in p.stdout
 
 
+def test_archive_carries_the_newest_checkpoint_and_restore_brings_runs_back(tmp_path):
+    """--checkpoints=newest keeps one step per run (the newest complete one; orbax temporaries
+    and damaged/ are not steps); --restore copies records and steps into a new tree and never
+    touches a run that tree already holds."""
+    from experiments import archive_runs
+    root, out, new = tmp_path / "runs", tmp_path / "kept", tmp_path / "elsewhere"
+    _fake_run(root, "mpe_spread/expert/bc/seed0", "bc", [500.0])
+    d = root / "mpe_spread/expert/macql/seed0"  # unfinished
+    for step in ("1", "2", "3.orbax-checkpoint-tmp-9", "damaged/7"):
+        os.makedirs(d / "checkpoints" / step)
+        (d / "checkpoints" / step / "params").write_bytes(step.encode() * 10)
+    json.dump({"algo": "macql", "env": "mpe_spread", "quality": "expert", "num_seeds": 1,
+               "config": {"num_updates": 6000}}, open(d / "config.json", "w"))
+    (d / "metrics.csv").write_text("step,eval/seed0\n1000,100.0\n2000,300.0\n")
+    os.makedirs(root / "mpe_spread/expert/bc/seed0/checkpoints/5")
+    (root / "mpe_spread/expert/bc/seed0/checkpoints/5/params").write_bytes(b"final")
+
+    summary = archive_runs.archive(str(root), str(out), checkpoints="newest")
+    assert [r["steps"] for r in summary["runs"]] == [[5], [2]]
+    assert archive_runs.checkpoint_steps(str(out / "mpe_spread/expert/macql/seed0")) == [2]
+    assert sorted(os.listdir(out / "mpe_spread/expert/macql/seed0/checkpoints")) == ["2"]
+    # the run went on: the archive now holds step 3 only
+    os.makedirs(d / "checkpoints/3")
+    (d / "checkpoints/3/params").write_bytes(b"three")
+    archive_runs.archive(str(root), str(out), checkpoints="newest")
+    assert sorted(os.listdir(out / "mpe_spread/expert/macql/seed0/checkpoints")) == ["3"]
+    # records only (the default) leaves archived steps alone
+    assert archive_runs.archive(str(root), str(out))["runs"][1]["steps"] == [3]
+
+    # "unfinished": the finished run's archived step goes, the unfinished one's stays
+    summary = archive_runs.archive(str(root), str(out), checkpoints="unfinished")
+    assert [r["steps"] for r in summary["runs"]] == [[], [3]]
+    archive_runs.archive(str(root), str(out), checkpoints="newest")
+    # a new machine: one run already there (left as it is), the other restored
+    os.makedirs(new / "mpe_spread/expert/bc/seed0")
+    (new / "mpe_spread/expert/bc/seed0/config.json").write_text("{}")
+    back = archive_runs.restore(str(out), str(new))
+    assert [(r["workdir"], r["skipped"]) for r in back["runs"]] == [
+        ("mpe_spread/expert/bc/seed0", True), ("mpe_spread/expert/macql/seed0", False)]
+    assert (new / "mpe_spread/expert/bc/seed0/config.json").read_text() == "{}"
+    m = new / "mpe_spread/expert/macql/seed0"
+    assert (m / "checkpoints/3/params").read_bytes() == b"three"
+    assert (m / "metrics.csv").read_text() == (d / "metrics.csv").read_text()
+    assert not [f for _, _, fs in os.walk(new) for f in fs if ".tmp-" in f]
+    with pytest.raises(ValueError, match="is not a directory"):
+        archive_runs.restore(str(tmp_path / "nope"), str(new))
+    p = subprocess.run([sys.executable, "-m", "experiments.archive_runs", "--restore",
+                        f"--root={tmp_path / 'third'}", f"--out={out}"], capture_output=True,
+                       text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "mpe_spread/expert/macql/seed0: 2 files (unfinished, checkpoint step 3)" in p.stdout
+
+
 def test_plot_runs_draws_each_metric_of_each_run(tmp_path):
     from experiments import plot_runs
     for name, td in (("a", 1.0), ("b", 100.0)):

@@ -63,9 +63,11 @@ def _policy(env_name, quality, assets_dir):
 
 def _rollout_episodes(td3, params, key, num_episodes: int, block: int,
                       backend: str = "jax") -> Dict[str, np.ndarray]:
-    """num_episodes episodes as host arrays [n, T, ...] plus score [n]."""
+    """num_episodes episodes as host arrays [n, T, ...] plus score [n]. On C MuJoCo the
+    rollouts are portable (``cpu.rollout_batch``): the same bits on every x86 CPU."""
     return behaviour.rollout_policy(td3, params, key, num_episodes, block=block,
-                                    backend=backend, return_trajectory=True)
+                                    backend=backend, return_trajectory=True,
+                                    portable=backend == "cpu")
 
 
 @functools.lru_cache(maxsize=32)
@@ -184,6 +186,10 @@ def generate(env_name: str, quality: str, num_samples: int, seed: int,
             log(f"note: the {q} policy was trained with env_kwargs {meta.get('env_kwargs')}, "
                 f"generating with {env_kwargs}")
     td3 = _td3(env_name, kw_json, hidden)
+    if backend == "auto" and td3.env.name.startswith("mamujoco"):
+        # C MuJoCo with portable rollouts on every machine (GPU hosts too): the same seed gives
+        # the same data everywhere, so runs made on different machines share their dataset.
+        backend = "cpu"
     backend = behaviour.resolve_backend(td3.env, backend)
     T = td3.env.episode_length
     n_eps = max(1, math.ceil(int(num_samples) / T))
@@ -229,7 +235,7 @@ def generate(env_name: str, quality: str, num_samples: int, seed: int,
                     block_episodes=[_block_episodes(T, n) for _, n in parts],
                     reference_episodes=max(MIN_REFERENCE_EPISODES, _block_episodes(T)),
                     reference_seed=REFERENCE_SEED, hidden_dims=list(hidden),
-                    rollout_backend=backend, **extra),
+                    rollout_backend=backend, portable_rollouts=backend == "cpu", **extra),
         policies={q: dict(file=os.path.basename(policies.policy_path(env_name, q, assets_dir)),
                           params_sha256=d, env_steps=m.get("env_steps"),
                           score=m.get("score"), seed=m.get("seed"))

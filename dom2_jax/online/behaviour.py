@@ -160,20 +160,25 @@ def cpu_batch_env(config, num_envs: int):
 
 
 def rollout_policy(td3: td3_lib.TD3, params, key, num_episodes: int, *, block: int = 100,
-                   backend: str = "auto", return_trajectory: bool = False
-                   ) -> Dict[str, np.ndarray]:
+                   backend: str = "auto", return_trajectory: bool = False,
+                   portable: bool = False) -> Dict[str, np.ndarray]:
     """``num_episodes`` episodes of ``td3.policy_fn`` with ``params`` (``td3.policy_params``)
     as host arrays (``score`` [n]; with ``return_trajectory`` also ``obs``, ``actions``,
     ``rewards``, ``next_obs`` [n, T, ...]), ``block`` episodes at a time, on ``backend``
-    (``resolve_backend``). Block b uses ``fold_in(key, b)``: deterministic for each backend."""
+    (``resolve_backend``). Block b uses ``fold_in(key, b)``: deterministic for each backend.
+    ``portable=True`` (C MuJoCo only; ``dom2_jax.envs.mamujoco.cpu.rollout_batch``): the same
+    bits on any x86 CPU, as dataset generation needs."""
     n, block = int(num_episodes), max(1, int(block))
     keys = ("score", "obs", "actions", "rewards", "next_obs") if return_trajectory else ("score",)
     parts = []
-    if resolve_backend(td3.env, backend) == "cpu":
+    resolved = resolve_backend(td3.env, backend)
+    if portable and resolved != "cpu":
+        raise ValueError(f"portable rollouts need the C MuJoCo backend ('cpu'), not {resolved!r}")
+    if resolved == "cpu":
         from dom2_jax.envs.mamujoco.cpu import rollout_batch  # (a) as cpu_batch_env
         batch_env = cpu_batch_env(td3.env.config, min(block, n))
         out = rollout_batch(batch_env, td3.policy_fn, params, key, n,
-                            return_trajectory=return_trajectory)
+                            return_trajectory=return_trajectory, portable=portable)
         return {k: out[k] for k in keys}
     for b in range(math.ceil(n / block)):
         out = rollout(td3.env, td3.policy_fn, params, jax.random.fold_in(key, b), block,
@@ -186,7 +191,10 @@ def policy_scores(td3: td3_lib.TD3, params, key, num_episodes: int,
                   backend: str = "jax") -> np.ndarray:
     """Scores [num_episodes] of ``td3.policy_fn`` with ``params``: on "jax" exactly
     ``td3.evaluate`` (one jitted rollout of all episodes), on "cpu" C MuJoCo blocks."""
-    if resolve_backend(td3.env, backend) == "cpu":
+    resolved = resolve_backend(td3.env, backend)
+    if portable and resolved != "cpu":
+        raise ValueError(f"portable rollouts need the C MuJoCo backend ('cpu'), not {resolved!r}")
+    if resolved == "cpu":
         return rollout_policy(td3, params, key, num_episodes, backend="cpu")["score"]
     return np.asarray(rollout(td3.env, td3.policy_fn, params, key, int(num_episodes))["score"])
 

@@ -205,8 +205,65 @@ def _batched_policy(policy_fn):
     return jax.jit(jax.vmap(policy_fn, in_axes=(None, 0, 0)))
 
 
+# Portable rollouts (dataset generation): the grids the float64 initial states and actions are
+# rounded to. float32 XLA programs round differently on different x86 CPUs (FMA contraction,
+# vector widths, matmul kernels: the same seed gave other HalfCheetah data on an Intel Xeon and
+# an AMD EPYC), and HalfCheetah is chaotic, so one last-bit difference changes every later step.
+# Computed in float64 the CPUs differ by ~1e-16, far below these grids, so the rounded values
+# are the same bits everywhere except with probability ~1e-9 per value.
+STATE_GRID = 2.0 ** -30
+ACTION_GRID = 2.0 ** -20
+
+
+def quantize(x, grid: float) -> np.ndarray:
+    """``x`` (float64) rounded to the nearest multiple of ``grid`` (a power of two: exact)."""
+    return np.round(np.asarray(x, np.float64) / grid) * grid
+
+
+@functools.lru_cache(maxsize=8)
+def _portable_initial(reset_noise_scale: float, shift):
+    config = common.HalfCheetahConfig(reset_noise_scale=reset_noise_scale, shift=shift)
+
+    def sample(key):  # common.sample_initial's distribution, drawn in float64
+        k_pos, k_vel, k_shift = jax.random.split(key, 3)
+        s = config.reset_noise_scale
+        qpos = jax.random.uniform(k_pos, (common.NQ,), jnp.float64, -s, s)
+        qvel = s * jax.random.normal(k_vel, (common.NV,), jnp.float64)
+        return qpos, qvel, common.sample_scalings(k_shift, config.shift)
+    return jax.jit(jax.vmap(sample))
+
+
+def portable_initial_batch(key, num_envs: int, config: common.HalfCheetahConfig):
+    """(qpos [B, 9], qvel [B, 9], scalings [B, 3]) from the reset distribution of
+    ``sample_initial_batch``, drawn in float64 and rounded to ``STATE_GRID``: the same values
+    on every CPU (``sample_initial_batch``'s float32 draws differ in the last bit)."""
+    with jax.enable_x64(True):
+        qpos, qvel, scalings = _portable_initial(float(config.reset_noise_scale), config.shift)(
+            jax.random.split(key, num_envs))
+        qpos, qvel, scalings = np.asarray(qpos), np.asarray(qvel), np.asarray(scalings)
+    return quantize(qpos, STATE_GRID), quantize(qvel, STATE_GRID), scalings
+
+
+@functools.lru_cache(maxsize=16)
+def _portable_policy(policy_fn):
+    def act(params, obs, keys):  # traced under x64: parameters and observations in float64
+        params = jax.tree.map(
+            lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+            params)
+        return jax.vmap(policy_fn, in_axes=(None, 0, 0))(params, obs.astype(jnp.float64), keys)
+    return jax.jit(act)
+
+
+def portable_actions(policy_fn, params, obs, keys) -> np.ndarray:
+    """``vmap(policy_fn)`` evaluated in float64 and rounded to ``ACTION_GRID`` (float32, exact)."""
+    with jax.enable_x64(True):
+        a = np.asarray(_portable_policy(policy_fn)(params, obs, keys), np.float64)
+    return quantize(a, ACTION_GRID).astype(np.float32)
+
+
 def rollout_batch(batch_env, policy_fn, params, key, num_episodes: int, *,
-                  return_trajectory: bool = False) -> Dict[str, np.ndarray]:
+                  return_trajectory: bool = False,
+                  portable: bool = False) -> Dict[str, np.ndarray]:
     """``dom2_jax.envs.rollout`` for a numpy batch env (``HalfCheetahCPU``, ...): the same
     output layout as numpy arrays (``score`` [n], ``returns`` [n, A], and with
     ``return_trajectory`` ``obs``/``actions``/``rewards``/``next_obs``/``dones`` [n, T, ...]).
@@ -217,6 +274,11 @@ def rollout_batch(batch_env, policy_fn, params, key, num_episodes: int, *,
     its policy keys are ``split(fold_in(fold_in(key, i), 1), T * B)`` ([T, B] row-major).
     The keys differ from the jitted ``rollout``'s, so the episodes do too (the dynamics agree
     to float32 tolerance; tests/test_mamujoco.py).
+
+    ``portable=True`` (dataset generation): initial states from ``portable_initial_batch`` and
+    actions from ``portable_actions`` (float64, rounded to fixed grids), so the episodes are
+    the same bits on any x86 CPU (C MuJoCo itself is one binary, run in float64); they differ
+    from the default path's, whose float32 XLA programs round per CPU.
     """
     num_episodes = int(num_episodes)
     if num_episodes < 1:
@@ -226,12 +288,16 @@ def rollout_batch(batch_env, policy_fn, params, key, num_episodes: int, *,
     blocks = []
     for i in range(-(-num_episodes // B)):
         k_block = jax.random.fold_in(key, i)
-        obs = batch_env.reset(k_block)
+        if portable:
+            obs = batch_env.set_state(*portable_initial_batch(k_block, B, batch_env.config))
+        else:
+            obs = batch_env.reset(k_block)
         step_keys = np.asarray(jax.random.split(jax.random.fold_in(k_block, 1), T * B))
         step_keys = step_keys.reshape((T, B) + step_keys.shape[1:])
         traj = {k: [] for k in ("obs", "actions", "rewards", "next_obs", "dones")}
         for t in range(T):
-            actions = np.asarray(act(params, obs, step_keys[t]))
+            actions = (portable_actions(policy_fn, params, obs, step_keys[t]) if portable
+                       else np.asarray(act(params, obs, step_keys[t])))
             next_obs, reward, done, _ = batch_env.step(actions)
             for k, v in zip(traj, (obs, actions, reward, next_obs, done)):
                 traj[k].append(v)
