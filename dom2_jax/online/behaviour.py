@@ -191,10 +191,7 @@ def policy_scores(td3: td3_lib.TD3, params, key, num_episodes: int,
                   backend: str = "jax") -> np.ndarray:
     """Scores [num_episodes] of ``td3.policy_fn`` with ``params``: on "jax" exactly
     ``td3.evaluate`` (one jitted rollout of all episodes), on "cpu" C MuJoCo blocks."""
-    resolved = resolve_backend(td3.env, backend)
-    if portable and resolved != "cpu":
-        raise ValueError(f"portable rollouts need the C MuJoCo backend ('cpu'), not {resolved!r}")
-    if resolved == "cpu":
+    if resolve_backend(td3.env, backend) == "cpu":
         return rollout_policy(td3, params, key, num_episodes, backend="cpu")["score"]
     return np.asarray(rollout(td3.env, td3.policy_fn, params, key, int(num_episodes))["score"])
 
