@@ -34,8 +34,8 @@ from dom2_jax import data, envs
 from dom2_jax.data import DatasetError
 from dom2_jax.data.generate import generate
 from dom2_jax.registry import ALGOS, QUALITIES, TASKS as ENVS, algo_module
-from dom2_jax.training import reporting, seed_plan
-from dom2_jax.training.checkpoint import Checkpointer
+from dom2_jax.training import multihost, reporting, seed_plan
+from dom2_jax.training.checkpoint import Checkpointer, ProcessCheckpointer
 from dom2_jax.training.checks import NonFiniteLossError
 from dom2_jax.training.host_eval import make_cpu_evaluate, resolve_eval_backend
 from dom2_jax.training.trainer import carry_template, first_nonfinite, make_train, scan_updates
@@ -53,6 +53,15 @@ flags.DEFINE_integer("devices", 0,
                      "Local devices the seeds are sharded over (0: all). Each group of vmapped "
                      "seeds is split evenly over them (padded when it does not divide); one "
                      "seed's state, optimiser and metrics stay on one device.")
+flags.DEFINE_string("coordinator_address", None,
+                    "Several processes (hosts) share the seeds (jax.distributed): HOST:PORT of "
+                    "process 0, with --num_processes and --process_id. Under SLURM's srun or "
+                    "mpirun leave the three out: the launcher's environment is read. Each "
+                    "process trains, evaluates and checkpoints its own block of seeds; process 0 "
+                    "writes metrics.csv and results.json with every seed.")
+flags.DEFINE_integer("num_processes", None, "Processes of a multi-process run (see "
+                     "--coordinator_address).")
+flags.DEFINE_integer("process_id", None, "This process's index in [0, --num_processes).")
 flags.DEFINE_integer("seed_group", 0,
                      "Seeds vmapped per program; the --num_seeds seeds run as groups of this "
                      "size. 0 (default): planned from XLA's memory analysis and measured "
@@ -105,9 +114,14 @@ except (AttributeError, KeyError) as _e:  # ml_collections parses the overrides 
 flags.DEFINE_bool("show_config", False, "Print the resolved config and exit (no compile).")
 
 
+_PROCESS = {"index": 0}  # a multi-process run's process index: only process 0 reports
+
+
 def _say(msg: str) -> None:
-    """Progress messages go to stderr unconditionally (absl INFO is silenced: orbax is chatty)."""
-    print(msg, file=sys.stderr, flush=True)
+    """Progress messages go to stderr (absl INFO is silenced: orbax is chatty); in a
+    multi-process run only process 0's."""
+    if _PROCESS["index"] == 0:
+        print(msg, file=sys.stderr, flush=True)
 
 
 def config_module(algo: str):
@@ -170,11 +184,12 @@ def _summary_line(results: dict) -> str:
     return msg
 
 
-def lock_workdir(workdir: str):
+def lock_workdir(workdir: str, name: str = ".lock"):
     """An exclusive lock on WORKDIR/.lock for this process's lifetime (released by the OS when
     it exits, however it exits). A second launch on the same workdir is refused with the
-    first one's pid instead of racing it on checkpoints/ and metrics.csv."""
-    path = os.path.join(workdir, ".lock")
+    first one's pid instead of racing it on checkpoints/ and metrics.csv. (Each process of a
+    multi-process run locks its own ``.lock.process<i>``.)"""
+    path = os.path.join(workdir, name)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -225,6 +240,11 @@ def run(argv_flags=FLAGS):
         raise SystemExit(f"--seed_group must be >= 0 (0: planned), got {f.seed_group}")
     if f.devices < 0:
         raise SystemExit(f"--devices must be >= 0 (0: all local devices), got {f.devices}")
+    # Before any JAX computation. Each process takes a contiguous block of the seeds.
+    proc, nproc = multihost.initialize(f.coordinator_address, f.num_processes, f.process_id)
+    _PROCESS["index"] = proc
+    block = multihost.seed_block(f.num_seeds, proc, nproc)
+    local_k = len(block)
     mpe = f.env.startswith("mpe_")
     if f.shift is not None and (f.shift == "speed") != mpe:
         raise SystemExit(f"--shift={f.shift} does not apply to {f.env}: use "
@@ -246,7 +266,7 @@ def run(argv_flags=FLAGS):
     # All seeds' training states are held between groups: refuse sizes the host cannot hold
     # before anything is allocated (shapes only).
     seed_plan.check_states_fit(
-        seed_plan.tree_bytes(carry_template(algo, config.agent, env, 1)), f.num_seeds)
+        seed_plan.tree_bytes(carry_template(algo, config.agent, env, 1)), local_k)
 
     if os.path.exists(f.workdir) and not os.path.isdir(f.workdir):
         raise SystemExit(f"--workdir {f.workdir!r} is a file, not a directory")
@@ -267,7 +287,8 @@ def run(argv_flags=FLAGS):
         os.makedirs(f.workdir, exist_ok=True)  # only once the config and the data are known good
     except OSError as e:
         raise SystemExit(f"cannot create --workdir {f.workdir!r}: {e.strerror or e}")
-    _lock = lock_workdir(f.workdir)  # noqa: F841  (held until this process exits)
+    _lock = lock_workdir(  # noqa: F841  (held until this process exits)
+        f.workdir, ".lock" if nproc == 1 else f".lock.process{proc}")
     # The files' digests (meta.sha256) name the data this run trains on: a dataset regenerated
     # at the same path (another machine's CPU gives other HalfCheetah rollouts) is refused on
     # resume instead of silently mixed into the run.
@@ -312,8 +333,9 @@ def run(argv_flags=FLAGS):
     trainer = make_train(config, arrays, env, shift_env, evaluate_in_chunk=eval_backend == "jax")
     if eval_backend == "cpu":  # C MuJoCo between chunks (dom2_jax.training.host_eval)
         host_evaluate = make_cpu_evaluate(trainer.act, env, shift_env, int(config.eval_episodes))
+    # seed i is fold_in(PRNGKey(seed), i) whichever process trains it
     seeds = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(f.seed), i))(
-        jnp.arange(f.num_seeds))
+        jnp.asarray(block))
     init = jax.jit(jax.vmap(trainer.init))
     carry = init(seeds)
     devices = jax.local_devices()[:f.devices or None]
@@ -332,48 +354,67 @@ def run(argv_flags=FLAGS):
          f"{os.path.join(f.workdir, 'config.json')} (or --show_config)")
     _say("compiling the training program (on a CPU this takes ~10-60 s; "
          "--compilation_cache=DIR reuses it across runs)...")
+    plan_name = "seed_plan.json" if nproc == 1 else f"seed_plan.process{proc}.json"
+    if nproc > 1:
+        _say(f"{nproc} processes (jax.distributed), {f.num_seeds} seeds in blocks of "
+             f"{len(block)}: each trains, evaluates and checkpoints its own")
     t_compile = time.time()
     try:  # refuses sizes that cannot fit, before anything of the run is written
-        plan, chunk = plan_seed_groups(f, trainer, algo, arrays, carry, sharding)
+        plan, chunk = plan_seed_groups(f, trainer, algo, arrays, carry, sharding, local_k,
+                                       plan_name)
     except ValueError:
-        if new_workdir:
+        if new_workdir and proc == 0:
             shutil.rmtree(f.workdir, ignore_errors=True)
         raise
     compile_s = time.time() - t_compile
     _say(f"compiled in {compile_s:.0f} s")
-    reporting.write_json(cfg_file, resolved)
-    reporting.write_json(os.path.join(f.workdir, "seed_plan.json"),
-                         dict(plan.to_json(), num_seeds=f.num_seeds))
-    groups = seed_plan.group_indices(f.num_seeds, plan.group)
+    if proc == 0:
+        reporting.write_json(cfg_file, resolved)
+    reporting.write_json(os.path.join(f.workdir, plan_name),
+                         dict(plan.to_json(), num_seeds=local_k))
+    groups = seed_plan.group_indices(local_k, plan.group)
     if sharding is not None:
         _say(f"sharding each group of {plan.group} seeds over {len(devices)} devices")
 
-    ckpt = Checkpointer(os.path.join(f.workdir, "checkpoints"), int(config.keep_checkpoints))
+    if nproc == 1:
+        ckpt = Checkpointer(os.path.join(f.workdir, "checkpoints"), int(config.keep_checkpoints))
+    else:  # this process's seeds only (dom2_jax.training.checkpoint.ProcessCheckpointer)
+        ckpt = ProcessCheckpointer(os.path.join(f.workdir, "checkpoints", f"process{proc}-of-"
+                                                f"{nproc}"), int(config.keep_checkpoints))
     log = reporting.MetricsLog.load(os.path.join(f.workdir, "metrics.csv"))
-    start = 0
+    if proc != 0:
+        log.path = None  # process 0 writes the log
+    start, restored = 0, None
     if ckpt.latest_step() is not None:
-        carry = ckpt.restore(carry, set_aside=True)  # a damaged newest step: the next older one
-        start = int(np.asarray(carry.chunk)[0])
+        restored = ckpt.restore(carry, set_aside=True)  # damaged newest step: the next older one
+        start = int(np.asarray(restored.chunk)[0])
+    agreed = multihost.agree_on_min(start, nproc)
+    if agreed != start:  # another process is behind (stopped mid-save): resume where all can
+        restored = ckpt.restore(carry, step=agreed) if agreed else None
+        start = agreed
+    if restored is not None:
+        carry = restored
         log.truncate(start * int(config.eval_every))
         _say(f"resumed from chunk {start} ({start * config.eval_every} updates)")
     else:
         log.rows = []
     tb = (reporting.TensorBoardLog(os.path.join(f.workdir, "tb"),
                                    purge_step=start * int(config.eval_every) + 1 if start else None)
-          if f.tensorboard else None)
+          if f.tensorboard and proc == 0 else None)
 
     k = int(config.eval_every)
     t0 = time.time()
     first_chunk_s = None
     bar = tqdm(total=trainer.num_chunks * k, initial=start * k, unit="upd",
-               disable=not f.progress, dynamic_ncols=True)
+               disable=not f.progress or proc != 0, dynamic_ncols=True)
     ev = None
     for c in range(start, trainer.num_chunks):
         tc = time.time()
-        carry, summary, ev = run_groups(chunk, carry, groups, f.num_seeds, sharding)
+        carry, summary, ev = run_groups(chunk, carry, groups, local_k, sharding)
         summary, ev = jax.device_get((summary, ev))
         if eval_backend == "cpu":
             ev = host_evaluate(carry.state, ev["eval_key"])
+        summary, ev = multihost.gather_seeds((summary, ev), f.num_seeds, nproc)
         if first_chunk_s is None:
             first_chunk_s = time.time() - tc
         bad = first_nonfinite(summary)
@@ -395,13 +436,14 @@ def run(argv_flags=FLAGS):
         if tb is not None:
             tb.write(row)
         ckpt.save(c + 1, carry)
-        reporting.plot_learning_curve(log.rows, os.path.join(f.workdir, "learning_curve.png"),
-                                      f"{f.algo} on {f.env} ({f.quality or path})", f.num_seeds,
-                                      refs)
+        if proc == 0:
+            reporting.plot_learning_curve(
+                log.rows, os.path.join(f.workdir, "learning_curve.png"),
+                f"{f.algo} on {f.env} ({f.quality or path})", f.num_seeds, refs)
         mean_eval = float(np.mean(ev["score_mean"]))
         bar.set_postfix(eval=f"{mean_eval:.1f}", critic=f"{row.get('critic_loss', np.nan):.3g}")
         bar.update(k)
-        if not f.progress:  # logs (sweeps, device runs) still get one line per evaluation
+        if not f.progress and proc == 0:  # logs (sweeps, device runs): a line per evaluation
             print(f"update {step}/{trainer.num_chunks * k}: eval {mean_eval:.1f} "
                   f"({row['wall_s']:.0f} s)", flush=True)
     bar.close()
@@ -418,7 +460,11 @@ def run(argv_flags=FLAGS):
                "wall_clock_s": wall, "compile_s": compile_s, "first_chunk_s": first_chunk_s,
                "first_chunk_s_incl_compile": compile_s + (first_chunk_s or 0.0),
                "seed_plan": plan.to_json(),
-               "devices": [str(d) for d in devices], "processes": jax.process_count(),
+               "devices": [str(d) for p in range(nproc) for d in
+                           [x for x in jax.devices() if x.process_index == p][:f.devices or None]],
+               "processes": nproc,
+               "process_seed_blocks": [multihost.seed_block(f.num_seeds, p, nproc).tolist()
+                                       for p in range(nproc)],
                "updates_per_s_per_seed": (trainer.num_chunks - start) * k / max(wall, 1e-9),
                "system": reporting.system_info(), "seeds": []}
     if trainer.obs_stats is not None:  # what act() needs: obs -> (obs - mean) / std first
@@ -443,9 +489,11 @@ def run(argv_flags=FLAGS):
                 shift_score_mean=[last[f"shift_eval/seed{i}"] for i in range(f.num_seeds)],
                 shift_score_std=[last[f"shift_eval_std/seed{i}"] for i in range(f.num_seeds)])
     elif eval_backend == "cpu":
-        final = host_evaluate(carry.state, final_keys)
+        final = multihost.gather_seeds(host_evaluate(carry.state, final_keys), f.num_seeds, nproc)
     else:
-        final = jax.device_get(jax.jit(jax.vmap(trainer.evaluate))(carry.state, final_keys))
+        final = multihost.gather_seeds(
+            jax.device_get(jax.jit(jax.vmap(trainer.evaluate))(carry.state, final_keys)),
+            f.num_seeds, nproc)
     for i in range(f.num_seeds):
         curve = [r[f"eval/seed{i}"] for r in log.rows]
         entry = {"seed_index": i, "final_score_mean": float(final["score_mean"][i]),
@@ -466,19 +514,23 @@ def run(argv_flags=FLAGS):
     if "final_normalized_score" in results["seeds"][0]:
         results["final_normalized_score_mean"] = float(
             np.mean([s["final_normalized_score"] for s in results["seeds"]]))
-    reporting.write_json(os.path.join(f.workdir, "results.json"), results)
     ckpt.close()
+    if proc != 0:  # process 0 writes every seed's results
+        return results
+    reporting.write_json(os.path.join(f.workdir, "results.json"), results)
     print(_summary_line(results))
     print(f"results: {os.path.join(f.workdir, 'results.json')}")
     return results
 
 
-def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None):
+def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None, num_seeds=None,
+                     plan_name="seed_plan.json"):
     """(SeedPlan, compiled vmapped chunk for the plan's group width); see
     ``dom2_jax.training.seed_plan``. A workdir's recorded plan is reused. With ``sharding``
     (a 1-D mesh over the seed axis) every group is a multiple of the device count and is
-    compiled for inputs split over the devices."""
-    k = f.num_seeds
+    compiled for inputs split over the devices. ``num_seeds`` (default ``--num_seeds``): the
+    seeds this process trains, planned in ``WORKDIR/plan_name``."""
+    k = f.num_seeds if num_seeds is None else int(num_seeds)
     n_dev = 1 if sharding is None else sharding.mesh.size
     take = lambda idx: jax.tree.map(lambda x: x[idx], carry)
     chunk_fn = jax.jit(jax.vmap(trainer.chunk))
@@ -494,7 +546,7 @@ def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None):
                                          else take(np.zeros(g, int))).compile()
         return compiled[g]
 
-    plan_file = os.path.join(f.workdir, "seed_plan.json")
+    plan_file = os.path.join(f.workdir, plan_name)
     stored = json.load(open(plan_file)) if os.path.exists(plan_file) else {}
     # one seed per device (SPMD: the analysis is per device)
     one = compile_chunk(n_dev) if k > 1 else None

@@ -91,3 +91,28 @@ def test_damaged_newest_checkpoint_falls_back_to_the_next_older(tmp_path, set_as
         warnings.simplefilter("ignore")
         with pytest.raises(CheckpointError, match="step 2: .*; step 1: "):
             Checkpointer(d).restore(template)
+
+
+def test_process_checkpointer_saves_keeps_and_falls_back(tmp_path):
+    """The per-process checkpoints of a multi-process run (flax msgpack, atomic): restore
+    equals what was saved, only the newest max_to_keep stay, a damaged newest step falls back
+    to the older one (moved aside with set_aside), a template of other shapes is refused."""
+    from dom2_jax.training.checkpoint import ProcessCheckpointer
+    c = ProcessCheckpointer(str(tmp_path / "p"), max_to_keep=2)
+    assert c.latest_step() is None
+    carry = {"a": jnp.arange(4.0), "b": {"c": jnp.ones((2, 3), jnp.int32)}}
+    for step in (1, 2, 3):
+        c.save(step, jax.tree.map(lambda x: x * step, carry))
+    assert c.all_steps() == [2, 3]
+    got = c.restore(carry)
+    assert c.restored_step == 3
+    np.testing.assert_array_equal(got["a"], np.arange(4.0) * 3)
+    assert got["b"]["c"].dtype == jnp.int32 and got["a"].devices() == {jax.local_devices()[0]}
+    (tmp_path / "p" / "3.msgpack").write_bytes(b"\x00garbage")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = c.restore(carry, set_aside=True)
+    assert c.restored_step == 2 and "step 3" in str(caught[0].message)
+    assert (tmp_path / "p" / "damaged" / "3.msgpack").exists() and c.all_steps() == [2]
+    with pytest.raises(CheckpointError, match="shapes or dtypes differ"):
+        c.restore({"a": jnp.zeros(5), "b": {"c": jnp.ones((2, 3), jnp.int32)}})

@@ -121,3 +121,65 @@ def test_seeds_sharded_over_two_devices_equal_one_device(tmp_path, spread_random
     assert res["two"]["processes"] == 1 and res["two"]["seed_plan"]["group"] == 4
     np.testing.assert_allclose([s["final_score_mean"] for s in res["two"]["seeds"]],
                                [s["final_score_mean"] for s in res["one"]["seeds"]], rtol=1e-4)
+
+
+def test_two_processes_with_jax_distributed_equal_one_process(tmp_path, spread_random_dataset_dir):
+    """Issue #30: 3 seeds over 2 processes on localhost (jax.distributed, gloo on CPU; blocks
+    [0, 1] and [2]) give the numbers of the same 3 seeds in one process; each process
+    checkpoints its own seeds, process 0 writes results.json and metrics.csv with every seed;
+    running the same command again finds the finished run."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    with socket.socket() as s:  # a free port for the coordinator
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cache = str(tmp_path / "cache")
+    common = ["--algo=bc", "--env=mpe_spread", "--preset=smoke", "--num_seeds=3",
+              "--dataset=" + spread_random_dataset_dir]
+    one = launch_train(common + [f"--workdir={tmp_path / 'one'}", "--seed_group=3"], cache)
+    assert one.returncode == 0, one.stderr[-2000:]
+
+    def two_processes():
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "experiments.train", "--progress=false",
+             f"--compilation_cache={cache}", f"--workdir={tmp_path / 'two'}",
+             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+             f"--process_id={i}"] + common, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+        outs = [p.communicate(timeout=600) for p in procs]
+        for p, (_, err) in zip(procs, outs):
+            assert p.returncode == 0, err[-3000:]
+        return outs
+    outs = two_processes()
+    a = json.load(open(tmp_path / "one" / "results.json"))
+    b = json.load(open(tmp_path / "two" / "results.json"))
+    assert b["processes"] == 2 and b["process_seed_blocks"] == [[0, 1], [2]]
+    assert a["processes"] == 1 and a["process_seed_blocks"] == [[0, 1, 2]]
+    np.testing.assert_allclose([s["final_score_mean"] for s in b["seeds"]],
+                               [s["final_score_mean"] for s in a["seeds"]], rtol=1e-4)
+    ckpts = sorted(os.listdir(tmp_path / "two" / "checkpoints"))
+    assert ckpts == ["process0-of-2", "process1-of-2"]
+    for d in ckpts:
+        assert [f for f in os.listdir(tmp_path / "two" / "checkpoints" / d)
+                if f.endswith(".msgpack")]
+    header = open(tmp_path / "two" / "metrics.csv").readline()
+    assert all(f"eval/seed{i}" in header for i in range(3))
+    assert "2 processes (jax.distributed)" in outs[0][1]
+    assert "2 processes" not in outs[1][1]  # only process 0 reports
+    outs = two_processes()  # finished: both processes find it and change nothing
+    assert "holds a finished run" in outs[0][1]
+    # stopped with process 1 one checkpoint behind process 0: both resume from the step every
+    # process has, and finish with the same numbers
+    two = tmp_path / "two"
+    os.remove(two / "results.json")
+    p1 = two / "checkpoints" / "process1-of-2"
+    newest = max(int(f.split(".")[0]) for f in os.listdir(p1) if f.endswith(".msgpack"))
+    os.remove(p1 / f"{newest}.msgpack")
+    outs = two_processes()
+    assert f"resumed from chunk {newest - 1}" in outs[0][1]
+    c = json.load(open(two / "results.json"))
+    assert [s["final_score_mean"] for s in c["seeds"]] == [s["final_score_mean"]
+                                                           for s in b["seeds"]]

@@ -21,7 +21,9 @@ import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from flax import serialization
 from flax.training.train_state import TrainState
 
 
@@ -109,6 +111,84 @@ class Checkpointer:
 
     def close(self):
         self._mgr.close()
+
+
+class ProcessCheckpointer:
+    """The ``Checkpointer`` interface for one process of a multi-process run, whose carry holds
+    only this process's seeds (host-local arrays). orbax's multi-process checkpointing writes
+    *global* arrays and refuses host-local ones in a multi-host runtime ("Cannot serialize host
+    local jax.Array ... in multi-host setting"), so each process writes its own steps as
+    ``DIR/<step>.msgpack`` (flax.serialization; written to a temporary name, synced, renamed)
+    and keeps the newest ``max_to_keep``. A step that cannot be read falls back to the next
+    older one, as with ``Checkpointer``."""
+
+    def __init__(self, directory: str, max_to_keep: int = 3):
+        self.directory = os.path.abspath(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        self.max_to_keep = int(max_to_keep)
+        self.restored_step = None
+
+    def _path(self, step) -> str:
+        return os.path.join(self.directory, f"{int(step)}.msgpack")
+
+    def all_steps(self):
+        names = os.listdir(self.directory)
+        return sorted(int(n[:-8]) for n in names if n.endswith(".msgpack") and n[:-8].isdigit())
+
+    def latest_step(self):
+        steps = self.all_steps()
+        return steps[-1] if steps else None
+
+    def save(self, step: int, carry) -> None:
+        payload = serialization.to_bytes(jax.device_get(carry))
+        path = self._path(step)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        for old in self.all_steps()[:-self.max_to_keep]:
+            os.remove(self._path(old))
+
+    def restore(self, template, step=None, set_aside=False):
+        steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
+        if not steps or steps[0] is None:
+            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        errors = []
+        for s in steps:
+            try:
+                carry = self._restore_step(template, s)
+            except Exception as e:  # noqa: BLE001 - any read/format error: the step is unusable
+                if step is not None:
+                    raise
+                errors.append(f"step {s}: {type(e).__name__}: {_first_line(e)}")
+                where = ""
+                if set_aside:
+                    dst = os.path.join(self.directory, "damaged", os.path.basename(self._path(s)))
+                    os.makedirs(os.path.dirname(dst), exist_ok=True)
+                    os.replace(self._path(s), dst)
+                    where = f"; moved to {dst}"
+                warnings.warn(f"checkpoint step {s} in {self.directory} could not be restored "
+                              f"({type(e).__name__}: {_first_line(e)}){where}; trying the next "
+                              "older one", RuntimeWarning, stacklevel=2)
+                continue
+            self.restored_step = s
+            return carry
+        raise CheckpointError(f"no checkpoint in {self.directory} could be restored ("
+                              + "; ".join(errors) + ")")
+
+    def _restore_step(self, template, step):
+        with open(self._path(step), "rb") as fh:
+            raw = serialization.from_bytes(template, fh.read())
+        want = jax.tree.map(lambda x: (tuple(x.shape), np.dtype(x.dtype)), template)
+        got = jax.tree.map(lambda x: (tuple(np.shape(x)), np.asarray(x).dtype), raw)
+        if want != got:
+            raise ValueError("stored shapes or dtypes differ from the run's")
+        return jax.device_put(raw, jax.local_devices()[0])
+
+    def close(self):
+        pass
 
 
 def _first_line(e, limit=200):

@@ -69,7 +69,8 @@ class MetricsLog:
         w.writeheader()
         for r in self.rows:  # the step is an integer, also in rows read back from the file
             w.writerow(dict(r, step=int(r["step"])) if "step" in r else r)
-        atomic_write_text(self.path, buf.getvalue())
+        if self.path is not None:  # None: kept in memory only (processes other than 0)
+            atomic_write_text(self.path, buf.getvalue())
 
 
 def tensorboard_tag(column: str) -> str:
