@@ -3,8 +3,8 @@ same update, seed scaling, and the share of the machine's matmul peak the update
 
   python -m benchmarks.throughput [--settings=spread,halfcheetah] [--updates=5] [--repeats=2]
                                   [--seeds_list=1,4,16] [--seeds_settings=spread] [--device]
-                                  [--remat_solver] [--quick] [--no_torch] [--torch_threads=0]
-                                  [--out=DIR]
+                                  [--remat_solver] [--devices=1,2] [--quick] [--no_torch]
+                                  [--torch_threads=0] [--out=DIR]
 
 Settings (reference.md's throughput anchors):
   spread       3 agents, obs 18, act 2, N = 5 DPM-Solver-1 steps
@@ -30,6 +30,12 @@ Measured in one process, warm-up and compilation excluded from every timing:
   outputs + temporaries - aliased) in total and per seed. --remat_solver measures every seeds
   row a second time with DOM2's ``remat_solver`` on (S = 1 then times its own plain program),
   so the table shows what rematerialising the solver steps buys in bytes and costs in time.
+* Devices (--devices=1,2,...): every seeds row with S > 1 is measured again with the seed axis
+  split over D local devices (a 1-D ``NamedSharding`` mesh, as ``experiments.train
+  --devices``; S must be a multiple of D, else the row says so), so seed-updates/s per device
+  count sit side by side. On a CPU with ``XLA_FLAGS=--xla_force_host_platform_device_count=D``
+  the "devices" share the same cores: those rows measure the mechanism (the sharded program
+  runs, with no cross-device traffic inside an update), not a speed-up.
 * Seed plan, per setting (and remat switch): the group ``experiments.train --num_seeds`` would
   choose from these measurements. ``seed_plan.memory_plan`` bounds the group by 80% of the
   device's free memory (``seed_plan.device_free_bytes()`` at the start of the run: a GPU's
@@ -114,6 +120,7 @@ class Options:
     out: Optional[str] = None           # default benchmarks/results (runs/benchmarks if quick)
     from_json: Optional[str] = None     # only rewrite the .md/.png of a saved .json
     remat_solver: bool = False          # also measure the seeds rows with DOM2's remat_solver
+    devices: Optional[str] = None       # device counts the seeds rows are split over (default 1)
 
 
 SETTINGS = {"spread": dict(agents=3, obs=18, act=2, steps=5),
@@ -187,7 +194,7 @@ def seed_plans(seed_rows, free_bytes):
     per (setting, remat_solver) with measured seeds rows (see ``plan_from_rows``)."""
     groups = {}
     for row in seed_rows:
-        if not row.get("error") and row.get("seed_updates_per_s"):
+        if not row.get("error") and row.get("seed_updates_per_s") and row.get("devices", 1) == 1:
             groups.setdefault((row["setting"], bool(row.get("remat_solver"))), []).append(row)
     return [plan_from_rows(name, remat, rows, free_bytes)
             for (name, remat), rows in groups.items()]
@@ -414,8 +421,20 @@ def xla_flops(state, arrays):
 
 
 # ----------------------------------------------------------------------------- JAX
-def time_jax(state, arrays, updates, repeats, seeds=None):
-    """Compile + time jit(scan_updates) (optionally vmapped over ``seeds`` states)."""
+def seed_sharding(num_devices: int):
+    """A 1-D mesh over the first ``num_devices`` local devices, split along the seed axis."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec  # (a) only --devices needs it
+    devices = jax.local_devices()
+    if num_devices > len(devices):
+        raise ValueError(f"{num_devices} devices asked for, {len(devices)} present (on a CPU: "
+                         f"XLA_FLAGS=--xla_force_host_platform_device_count={num_devices})")
+    return NamedSharding(Mesh(np.array(devices[:num_devices]), ("seed",)),
+                         PartitionSpec("seed"))
+
+
+def time_jax(state, arrays, updates, repeats, seeds=None, sharding=None):
+    """Compile + time jit(scan_updates) (optionally vmapped over ``seeds`` states, placed split
+    over a seed ``sharding``)."""
     key = jax.random.PRNGKey(2)
     run = lambda st, k: scan_updates(dom2.update, st, arrays, k, updates)
     if seeds is None:
@@ -424,6 +443,8 @@ def time_jax(state, arrays, updates, repeats, seeds=None):
     else:
         fn = jax.jit(jax.vmap(run))
         keys = jax.random.split(key, seeds)
+        if sharding is not None:
+            state, keys = jax.device_put((state, keys), sharding)
     t = time.perf_counter()
     compiled = fn.lower(state, keys).compile()
     compile_s = time.perf_counter() - t
@@ -505,22 +526,31 @@ def write_md(path, res):
                   "of the compiled program (`seed_plan.compiled_bytes`: arguments + outputs + "
                   "temporaries - aliased); remat: DOM2's `remat_solver` (`jax.checkpoint` per "
                   "solver step of the Q term).", "",
-                  "| setting | seeds | remat | updates/call | compile (s) | ms/update (all "
-                  "seeds) | updates/s per seed | seed-updates/s total | GFLOP/s | program MiB | "
-                  "MiB per seed |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| setting | seeds | devices | remat | updates/call | compile (s) | ms/update "
+                  "(all seeds) | updates/s per seed | seed-updates/s total | GFLOP/s | program "
+                  "MiB | MiB per seed |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in res["seeds"]:
             remat = "on" if row.get("remat_solver") else "off"
+            nd = row.get("devices", 1)
             if row.get("error"):
-                lines.append(f"| {row['setting']} | {row['seeds']} | {remat} | failed: "
+                lines.append(f"| {row['setting']} | {row['seeds']} | {nd} | {remat} | failed: "
                              f"{row['error']} | | | | | | | |")
                 continue
-            lines.append(f"| {row['setting']} | {row['seeds']} | {remat} | "
+            lines.append(f"| {row['setting']} | {row['seeds']} | {nd} | {remat} | "
                          f"{row['updates_per_call']} | "
                          f"{row['compile_s']:.1f} | {row['ms_per_update']:.1f} | "
                          f"{row['updates_per_s_per_seed']:.2f} | {row['seed_updates_per_s']:.2f} | "
                          f"{row['gflops_per_s']:.1f} | {_mib(row.get('compiled_bytes'))} | "
                          f"{_mib(row.get('bytes_per_seed'), '{:,.2f}')} |")
+        if any(row.get("devices", 1) > 1 for row in res["seeds"]):
+            cpu = res["system"]["jax_backend"] == "cpu"
+            lines += ["", "devices > 1: the seed axis split over that many local devices (a 1-D "
+                      "mesh, as `experiments.train --devices`); program MiB is then per "
+                      "device." + (" On this CPU the devices are forced host devices "
+                                   "(`--xla_force_host_platform_device_count`) sharing the same "
+                                   "cores: these rows measure the mechanism, not a speed-up."
+                                   if cpu else "")]
     if res.get("plans"):
         lines += ["", "Seed plan per setting: the group `experiments.train --num_seeds` would "
                   "vmap, from these rows (`seed_plan.choose_group` fed the measured "
@@ -638,6 +668,10 @@ def _run(opts, argv_flags):
     repeats = opts.repeats or (1 if quick else 2)
     seeds_list = [int(x) for x in (opts.seeds_list or ("1,2" if quick else "1,4,16")).split(",")
                   if x]
+    devices_list = sorted({int(x) for x in (opts.devices or "1").split(",") if x} | {1})
+    for d in devices_list:
+        if d > 1:
+            seed_sharding(d)  # fails now, naming the fix, rather than after the first setting
     accel = jax.default_backend() != "cpu"
     seeds_settings = (opts.seeds_settings.split(",") if opts.seeds_settings is not None
                       else (settings if accel else [n for n in settings if n == "spread"]))
@@ -725,7 +759,7 @@ def _run(opts, argv_flags):
         if name in seeds_settings:
             for remat in (False, True) if opts.remat_solver else (False,):
                 seed_rows += seed_scaling(name, quick, remat, r, arrays, updates, repeats,
-                                          seeds_list, flops)
+                                          seeds_list, flops, devices_list)
             for plan in seed_plans([x for x in seed_rows if x["setting"] == name], free_bytes):
                 print(f"[{name}] seed plan: {plan_line(plan)}", flush=True)
 
@@ -736,41 +770,53 @@ def _run(opts, argv_flags):
     return res
 
 
-def seed_scaling(name, quick, remat, r, arrays, updates, repeats, seeds_list, flops):
+def seed_scaling(name, quick, remat, r, arrays, updates, repeats, seeds_list, flops,
+                 devices_list=(1,)):
     """Seeds rows of one setting: ``jax.vmap`` of the update scan over S seeds for S in
     ``seeds_list``, timed and with XLA's compiled bytes. S = 1 without remat reuses the plain
-    measurement ``r["jax"]``; with ``remat`` (DOM2's remat_solver) S = 1 is measured plain too."""
-    rows, tag = [], " (remat_solver)" if remat else ""
+    measurement ``r["jax"]``; with ``remat`` (DOM2's remat_solver) S = 1 is measured plain too.
+    For each D > 1 in ``devices_list`` every S > 1 is measured again split over D devices."""
+    rows = []
     for k in seeds_list:
-        try:
-            if k == 1 and not remat:
-                j = r["jax"]
-                row = {"compile_s": j["compile_s"], "ms_per_update": j["ms_per_update"],
-                       "updates_per_call": updates, "compiled_bytes": j.get("compiled_bytes"),
-                       "memory": j.get("memory"), "note": "the plain (un-vmapped) measurement"}
-            elif k == 1:
-                row = time_jax(init_state(name, quick, 0, True)[2], arrays, updates, repeats)
-                row["note"] = "plain (un-vmapped), remat_solver on"
-            else:
-                st = init_state(name, quick, k, remat)[2]
-                row = time_jax(st, arrays, max(1, updates // k), repeats, seeds=k)
-        except Exception as e:  # e.g. out of device memory at many seeds
-            msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
-            print(f"[{name}] {k} seeds{tag} failed: {msg}", flush=True)
-            rows.append({"setting": name, "seeds": k, "remat_solver": remat, "error": msg})
-            continue
-        row.pop("first_update_metrics", None)
-        row.update(setting=name, seeds=k, remat_solver=remat,
-                   updates_per_s_per_seed=1e3 / row["ms_per_update"],
-                   seed_updates_per_s=k * 1e3 / row["ms_per_update"])
-        row["gflops_per_s"] = flops * row["seed_updates_per_s"] / 1e9
-        row["bytes_per_seed"] = row["compiled_bytes"] / k if row.get("compiled_bytes") else None
-        rows.append(row)
-        print(f"[{name}] {k} seeds{tag}: compile {row['compile_s']:.1f} s, "
-              f"{row['ms_per_update']:.1f} ms/update, {row['seed_updates_per_s']:.2f} "
-              f"seed-updates/s, program {_mib(row['compiled_bytes'])} MiB "
-              f"({_mib(row['bytes_per_seed'])} MiB per seed)", flush=True)
+        for d in devices_list:
+            if d == 1 or k > 1:
+                rows += _seed_row(name, quick, remat, r, arrays, updates, repeats, k, flops, d)
     return rows
+
+
+def _seed_row(name, quick, remat, r, arrays, updates, repeats, k, flops, d):
+    """One seeds row (a list of one dict): k seeds on d devices, or the reason it failed."""
+    tag = (" (remat_solver)" if remat else "") + (f" over {d} devices" if d > 1 else "")
+    head = {"setting": name, "seeds": k, "devices": d, "remat_solver": remat}
+    if k % d:
+        return [dict(head, error=f"{k} seeds do not split over {d} devices")]
+    try:
+        if k == 1 and not remat:
+            j = r["jax"]
+            row = {"compile_s": j["compile_s"], "ms_per_update": j["ms_per_update"],
+                   "updates_per_call": updates, "compiled_bytes": j.get("compiled_bytes"),
+                   "memory": j.get("memory"), "note": "the plain (un-vmapped) measurement"}
+        elif k == 1:
+            row = time_jax(init_state(name, quick, 0, True)[2], arrays, updates, repeats)
+            row["note"] = "plain (un-vmapped), remat_solver on"
+        else:
+            st = init_state(name, quick, k, remat)[2]
+            row = time_jax(st, arrays, max(1, updates // k), repeats, seeds=k,
+                           sharding=seed_sharding(d) if d > 1 else None)
+    except Exception as e:  # e.g. out of device memory at many seeds
+        msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        print(f"[{name}] {k} seeds{tag} failed: {msg}", flush=True)
+        return [dict(head, error=msg)]
+    row.pop("first_update_metrics", None)
+    row.update(head, updates_per_s_per_seed=1e3 / row["ms_per_update"],
+               seed_updates_per_s=k * 1e3 / row["ms_per_update"])
+    row["gflops_per_s"] = flops * row["seed_updates_per_s"] / 1e9
+    row["bytes_per_seed"] = row["compiled_bytes"] / k if row.get("compiled_bytes") else None
+    print(f"[{name}] {k} seeds{tag}: compile {row['compile_s']:.1f} s, "
+          f"{row['ms_per_update']:.1f} ms/update, {row['seed_updates_per_s']:.2f} "
+          f"seed-updates/s, program {_mib(row['compiled_bytes'])} MiB "
+          f"({_mib(row['bytes_per_seed'])} MiB per seed)", flush=True)
+    return [row]
 
 
 def _mib(b, fmt="{:,.1f}"):
@@ -830,8 +876,11 @@ def _fmt(m):
 
 def main(argv):
     f = flags.FLAGS
-    run(Options(**{k.name: f[k.name].value for k in dataclasses.fields(Options)}),
-        [a for a in sys.argv[1:]])
+    try:
+        run(Options(**{k.name: f[k.name].value for k in dataclasses.fields(Options)}),
+            [a for a in sys.argv[1:]])
+    except ValueError as e:  # a bad setting or device count: one line, no traceback
+        raise SystemExit(f"error: {e}")
 
 
 if __name__ == "__main__":
@@ -850,6 +899,9 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", _d.out, "Output dir (default benchmarks/results; "
                         "runs/benchmarks with --quick).")
     flags.DEFINE_string("from_json", None, "Only rewrite the .md/.png of this saved .json.")
+    flags.DEFINE_string("devices", None, "Device counts to split every seeds row over, e.g. "
+                        "1,2 (default 1). On a CPU: XLA_FLAGS=--xla_force_host_platform_device_"
+                        "count=N forces N host devices (mechanism only: they share the cores).")
     flags.DEFINE_bool("remat_solver", False, "Also measure every seeds row with DOM2's "
                       "remat_solver on (jax.checkpoint per solver step of the Q term; as "
                       "--config.agent.remat_solver=True in experiments.train), next to the rows "

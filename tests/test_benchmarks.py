@@ -231,6 +231,37 @@ def test_throughput_quick_seed_rows_carry_bytes_and_plan(tmp_path):
         ("spread", False, 1), ("spread", True, 1)]
     assert all(p["memory_max_group"] >= 1 and p["one_seed_bytes"] > 0 for p in plans)
     md = (tmp_path / "throughput_quick.md").read_text()
-    assert "| program MiB | MiB per seed |" in md and "| spread | 1 | on | 1 |" in md
+    assert "| program MiB | MiB per seed |" in md and "| spread | 1 | 1 | on | 1 |" in md
     assert "* spread, remat on: group 1 of the measured [1] seeds" in md
     assert res["plans"] == plans
+
+
+def test_throughput_devices_rows_on_two_forced_host_devices(tmp_path):
+    """Issue #30: --devices=1,2 measures every seeds row with S > 1 again split over 2 devices
+    (forced host devices on a CPU: the mechanism, said so in the table); the plan uses the
+    one-device rows only; a count that does not split is a row naming why."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root,
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    p = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--quick", "--no_torch",
+                        "--seeds_list=1,2,3", "--devices=1,2", "--updates=1",
+                        f"--out={tmp_path}"], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    saved = json.load(open(tmp_path / "throughput_quick.json"))
+    rows = [(r["seeds"], r["devices"], "error" in r) for r in saved["seeds"]]
+    assert rows == [(1, 1, False), (2, 1, False), (2, 2, False), (3, 1, False), (3, 2, True)]
+    two = [r for r in saved["seeds"] if r["devices"] == 2 and "error" not in r][0]
+    assert two["seed_updates_per_s"] > 0 and two["compiled_bytes"] > 0
+    assert "do not split over 2 devices" in saved["seeds"][-1]["error"]
+    assert saved["plans"][0]["measured_seeds"] == [1, 2, 3]
+    md = (tmp_path / "throughput_quick.md").read_text()
+    assert "| spread | 2 | 2 | off |" in md and "measure the mechanism, not a speed-up" in md
+    p = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--quick", "--no_torch",
+                        "--devices=4", f"--out={tmp_path / 'x'}"], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode != 0 and "xla_force_host_platform_device_count=4" in p.stderr
+    assert "Traceback" not in p.stderr
