@@ -10,6 +10,10 @@ afterwards for any ``experiments.train`` workdir, from its newest checkpoint (th
 parameters of a finished run) or ``--chunk=C``, for every vmapped seed of the run, without the
 dataset (observation statistics come from results.json when the run standardised inputs).
 
+``--act_candidates=K`` (DOM2): act by choosing one of K policy samples by the target critics'
+min Q (``dom2.Hparams.act_candidates``; Diffusion-QL's evaluation, MA-SfBC's selection rule)
+instead of the run's own setting; the file name gets ``-c<K>`` and the result records it.
+
 Writes ``WORKDIR/evaluations/<standard|shift-S>-u<updates>-e<episodes>-k<eval_seed>.json``
 (atomic) with each seed's mean and std episode score, the normalised score where the run's
 dataset has reference returns, and the standard environment's score on as many episodes (so the
@@ -20,6 +24,7 @@ still running.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -53,6 +58,11 @@ def _define_flags():
     flags.DEFINE_enum("eval_backend", "auto", ["auto", "jax", "cpu"],
                       "HalfCheetah: 'cpu' = C MuJoCo, 'jax' = MJX, 'auto' = C MuJoCo when JAX "
                       "runs on a CPU (see experiments.train).")
+    flags.DEFINE_integer("act_candidates", None, "DOM2: act with one of K policy samples chosen "
+                         "by the target critics' min Q (default: the run's own setting).")
+    flags.DEFINE_enum("act_selection", None, ["softmax", "argmax"], "DOM2, with "
+                      "--act_candidates: softmax of the standardised Q (temperature "
+                      "act_temperature) or argmax (default: the run's setting).")
 
 
 def _fail(msg):
@@ -74,9 +84,28 @@ def load_run(workdir: str, chunk=None, dataset_arrays=None) -> restore.LoadedRun
         _fail(e)
 
 
+def with_acting(carry, act_overrides):
+    """``carry`` whose state acts with ``act_overrides`` (Hparams fields such as DOM2's
+    act_candidates); refused for an algorithm without those fields."""
+    if not act_overrides:
+        return carry
+    hp = carry.state.hp
+    missing = [k for k in act_overrides if not hasattr(hp, k)]
+    if missing:
+        _fail(f"{type(hp).__module__.split('.')[-1]} has no acting option {missing[0]} "
+              "(--act_candidates / --act_selection are DOM2's)")
+    hp = dataclasses.replace(hp, **act_overrides)
+    for ok, msg in hp.checks():
+        if not ok:
+            _fail(msg)
+    return carry.replace(state=carry.state.replace(hp=hp))
+
+
 def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_seed=0,
-                     eval_backend="auto", keys=None):
+                     eval_backend="auto", keys=None, act_overrides=None):
     """Evaluates every seed of ``workdir``'s checkpoint; returns (and writes) the result dict.
+    ``act_overrides``: acting fields of the algorithm's Hparams to evaluate with instead of
+    the run's (e.g. ``{"act_candidates": 32}``; see ``with_acting``).
 
     ``keys``: one evaluation key per seed ([S]; default fold_in(PRNGKey(eval_seed), i)), used
     as the trainer's evaluation uses its chunk's key: split into (standard env, shifted env)."""
@@ -93,7 +122,8 @@ def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_s
     target = (envs.make(env_name, shift=shift, **dict(config.get("env_kwargs", {})))
               if shift else env)
     policy = make_policy(run.algo, run.stats)
-    carry = run.carry
+    act_overrides = {k: v for k, v in (act_overrides or {}).items() if v is not None}
+    carry = with_acting(run.carry, act_overrides)
     updates = int(step) * int(config.eval_every)
 
     if keys is None:
@@ -124,6 +154,7 @@ def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_s
            "updates": updates, "num_updates": int(config.num_updates),
            "final_parameters": updates == int(config.num_updates),
            "reference_returns": refs, "wall_s": wall, "agent_fields_defaulted": filled,
+           "act_overrides": act_overrides,
            "seeds": [{"seed_index": i, "score_mean": float(means[i]),
                       "score_std": float(stds[i]),
                       "normalized_score": norm(float(means[i])) if norm else None,
@@ -133,8 +164,11 @@ def evaluate_workdir(workdir: str, shift=None, episodes=None, chunk=None, eval_s
     out["score_mean_over_seeds"] = float(np.mean(means))
     out["score_std_over_seeds"] = float(np.std(means))
     out["standard_score_mean_over_seeds"] = float(np.mean(ev["score_mean"]))
+    act_tag = ((f"-c{act_overrides['act_candidates']}" if "act_candidates" in act_overrides
+                else "") + (f"-{act_overrides['act_selection']}" if "act_selection" in
+                            act_overrides else ""))
     name = (f"{'shift-' + shift if shift else 'standard'}-u{updates}-e{episodes}"
-            f"-k{int(eval_seed)}.json")
+            f"-k{int(eval_seed)}{act_tag}.json")
     out["path"] = os.path.join(os.path.abspath(workdir), "evaluations", name)
     write_json(out["path"], out)
     return out
@@ -149,7 +183,9 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     try:
         out = evaluate_workdir(FLAGS.workdir, FLAGS.shift, FLAGS.episodes, FLAGS.chunk,
-                               FLAGS.eval_seed, FLAGS.eval_backend)
+                               FLAGS.eval_seed, FLAGS.eval_backend,
+                               act_overrides={"act_candidates": FLAGS.act_candidates,
+                                              "act_selection": FLAGS.act_selection})
     except ValueError as e:  # e.g. a config the algorithm rejects: one clear line
         raise SystemExit(f"error: {e}")
     where = f"shifted environment {out['shift']!r}" if out["shift"] else "standard environment"

@@ -260,6 +260,8 @@ def shift_evaluations(workdir: str, rec: Dict) -> Dict[str, List[float]]:
             scores = [float(x["score_mean"]) for x in ev["seeds"]]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a stray or foreign file does not stop the report
+        if ev.get("act_overrides"):  # acted otherwise than the run (evaluate --act_*)
+            continue
         if shift and ev.get("final_parameters") and len(scores) == rec["num_seeds"] \
                 and n > episodes.get(shift, 0):
             out[shift], episodes[shift] = scores, n

@@ -73,6 +73,8 @@ def test_clear_errors(bc_run, tmp_path):
         evaluate.evaluate_workdir(str(bc_run), chunk=7)
     with pytest.raises(SystemExit, match="not an experiments.train workdir"):
         evaluate.evaluate_workdir(str(tmp_path))
+    with pytest.raises(SystemExit, match="bc has no acting option act_candidates"):
+        evaluate.evaluate_workdir(str(bc_run), act_overrides={"act_candidates": 4})
     # a run that has not written a checkpoint yet: one line, and nothing is created there
     import shutil
     young = tmp_path / "young"
@@ -96,3 +98,25 @@ def test_damaged_metrics_csv_is_named(tmp_path):
     log = MetricsLog.load(str(path))
     log.append({"step": 10000, "eval/seed0": 2.0})
     assert path.read_text() == "step,eval/seed0\n5000,1.5\n10000,2.0\n"
+
+
+def test_with_acting_changes_only_how_a_dom2_state_acts():
+    """evaluate --act_candidates / --act_selection: the restored DOM2 state acts with K
+    candidates chosen by Q; the parameters are untouched; a bad value is one line."""
+    import flax
+    from typing import Any
+    from dom2_jax.algos import dom2
+
+    @flax.struct.dataclass
+    class Carry:
+        state: Any
+
+    cfg = dom2.default_config()
+    cfg.noise_hidden, cfg.critic_hidden = (16,), (16, 16)
+    carry = Carry(state=dom2.init(jax.random.PRNGKey(0), cfg, 2, 4, 3))
+    out = evaluate.with_acting(carry, {"act_candidates": 4, "act_selection": "argmax"})
+    assert (out.state.hp.act_candidates, out.state.hp.act_selection) == (4, "argmax")
+    assert out.state.actor is carry.state.actor and carry.state.hp.act_candidates == 1
+    assert evaluate.with_acting(carry, {}) is carry
+    with pytest.raises(SystemExit, match="act_candidates must be >= 1"):
+        evaluate.with_acting(carry, {"act_candidates": 0})

@@ -199,6 +199,25 @@ def act_per_agent(hp, agent_act: Callable, params, obs: Array, key: Array) -> Ar
     return jnp.moveaxis(acts, 0, 1).reshape(lead + (hp.num_agents, hp.act_dim))
 
 
+SELECTIONS = ("softmax", "argmax")
+
+
+def select(q: Array, key: Array, selection: str, temperature) -> Array:
+    """Index of the chosen candidate along the last axis of q [..., K]: ``argmax``, or a draw
+    from softmax(z / temperature), z = q standardised over the K candidates (free of the
+    task's reward scale; SfBC's exp(alpha Q) selection)."""
+    if selection == "argmax":
+        return jnp.argmax(q, axis=-1)
+    z = (q - jnp.mean(q, -1, keepdims=True)) / (jnp.std(q, -1, keepdims=True) + 1e-6)
+    return jax.random.categorical(key, z / temperature, axis=-1)
+
+
+def select_candidates(cand: Array, q: Array, key: Array, selection: str, temperature) -> Array:
+    """Chosen action per row: cand [..., K, d], q [..., K] -> [..., d]."""
+    i = select(q, key, selection, temperature)
+    return jnp.take_along_axis(cand, i[..., None, None], axis=-2)[..., 0, :]
+
+
 def apply_loss(ts: TrainState, loss_fn: Callable):
     """One optimiser step of ``ts`` on ``loss_fn(params) -> (loss, aux)``.
 

@@ -63,7 +63,8 @@ class Hparams(common.HparamsBase, common.DiffusionActorModules):
 
     NAME = "DOM2"
     COEF_NAMES = ("eta", "zeta", "rho", "gamma")
-    LATER_FIELDS = ("remat_solver",)  # added after runs were recorded (they ran without it)
+    # added after runs were recorded (they ran without them: the defaults are what they did)
+    LATER_FIELDS = ("remat_solver", "act_candidates", "act_selection", "act_temperature")
 
     # Policy improvement and critic regularisation (the paper's symbols).
     eta: float = 1.0                 # Q-loss weight (Eq. 5); Diffusion-QL's locomotion value
@@ -83,6 +84,13 @@ class Hparams(common.HparamsBase, common.DiffusionActorModules):
     q_for_actor: str = "q1"          # critic guiding the actor: "q1" (TD3) or "min" of both
     ema_decay: float = 0.995         # EMA actor used by act (Diffusion-QL); 0 disables it
     remat_solver: bool = False       # jax.checkpoint each solver step of the Q term (memory)
+    # Acting (evaluation only; the update never reads these). 1: one policy sample, as the
+    # paper describes. K > 1: K samples per observation, one chosen by the target critics'
+    # min Q (Diffusion-QL's evaluation: K = 50, softmax over Q) with MA-SfBC's rule
+    # (``common.select``: softmax of Q standardised over the K, or argmax).
+    act_candidates: int = 1
+    act_selection: str = "softmax"
+    act_temperature: float = 0.2
     # Critics.
     critic_hidden: Tuple[int, ...] = (256, 256, 256)
     num_cql_actions: int = 10        # M uniform actions in the CQL logsumexp (MA-CQL, OMAR)
@@ -106,6 +114,10 @@ class Hparams(common.HparamsBase, common.DiffusionActorModules):
             (self.num_cql_actions >= 1, "num_cql_actions must be >= 1"),
             (self.cql_policy_noise >= 0, "cql_policy_noise must be >= 0"),
             (self.use_bc_loss or self.eta > 0, "with use_bc_loss=False, eta must be > 0"),
+            (self.act_candidates >= 1, f"act_candidates must be >= 1, got {self.act_candidates}"),
+            (self.act_selection in common.SELECTIONS,
+             f"act_selection must be one of {common.SELECTIONS}"),
+            (self.act_temperature > 0, f"act_temperature must be > 0, got {self.act_temperature}"),
         ] + self.diffusion_checks()
 
 
@@ -166,17 +178,32 @@ def sample_actions(hp: Hparams, actor_params, obs: Array, key: Array,
 def act(state: DOM2State, obs: Array, key: Array, use_ema: bool = True) -> Array:
     """Batched action selection: obs [..., num_agents, obs_dim] -> actions [..., num_agents, act_dim].
 
-    Uses the EMA actor when ``ema_decay > 0`` and ``use_ema``. Jittable.
+    Uses the EMA actor when ``ema_decay > 0`` and ``use_ema``; with ``act_candidates`` K > 1
+    each agent picks one of K samples by its target critics' min Q (``Hparams``). Jittable.
     """
     hp = state.hp
     if obs.shape[-2:] != (hp.num_agents, hp.obs_dim):
         raise ValueError(f"act expects obs [..., {hp.num_agents}, {hp.obs_dim}], got {obs.shape}")
     params = state.actor_ema if (use_ema and hp.ema_decay > 0) else state.actor.params
+    if hp.act_candidates > 1:
+        return common.act_per_agent(
+            hp, lambda p, o, k: agent_act_selected(hp, p[0], p[1], o, k),
+            (params, state.critic_target), obs, key)
     lead = obs.shape[:-2]
     obs_a = jnp.moveaxis(obs.reshape((-1,) + obs.shape[-2:]), 1, 0)  # [A, M, obs_dim]
     keys = jax.random.split(key, hp.num_agents)
     acts = jax.vmap(lambda p, o, k: sample_actions(hp, p, o, k))(params, obs_a, keys)
     return jnp.moveaxis(acts, 0, 1).reshape(lead + (hp.num_agents, hp.act_dim))
+
+
+def agent_act_selected(hp: Hparams, actor_params, critic_params, obs: Array, key: Array):
+    """One agent: obs [M, obs_dim] -> [M, act_dim], one of ``act_candidates`` samples per row
+    chosen by min_k Q_k(o, a) (``common.select_candidates``)."""
+    k_s, k_c = jax.random.split(key)
+    obs_k = jnp.broadcast_to(obs[:, None], obs.shape[:1] + (hp.act_candidates, obs.shape[-1]))
+    cand = sample_actions(hp, actor_params, obs_k, k_s)                         # [M, K, d]
+    q = jnp.min(hp.critic_module.apply(critic_params, obs_k, cand), axis=0)     # [M, K]
+    return common.select_candidates(cand, q, k_c, hp.act_selection, hp.act_temperature)
 
 
 # ----------------------------------------------------------------------------- losses

@@ -31,11 +31,11 @@ from flax.training.train_state import TrainState
 from dom2_jax import diffusion
 from dom2_jax.algos import common
 from dom2_jax.algos.common import make_coef  # noqa: F401  (make_coef(hp, **overrides))
+from dom2_jax.algos.common import SELECTIONS, select, select_candidates  # noqa: F401  (masfbc.*)
 from dom2_jax.algos.losses import expectile_loss, td_critic_loss
 from dom2_jax.networks import MLP
 
 Array = jax.Array
-SELECTIONS = ("softmax", "argmax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,20 +129,6 @@ def sample_candidates(hp: Hparams, behavior_params, obs: Array, key: Array, num:
     a = diffusion.dpm_solver_sample(eps_fn, x_T, hp.schedule, hp.num_solver_steps,
                                     order=hp.solver_order, t_end=hp.t_end, grid=hp.solver_grid)
     return jnp.clip(a, -1.0, 1.0)
-
-
-def select(q: Array, key: Array, selection: str, temperature) -> Array:
-    """Index of the chosen candidate along the last axis of q [..., K]."""
-    if selection == "argmax":
-        return jnp.argmax(q, axis=-1)
-    z = (q - jnp.mean(q, -1, keepdims=True)) / (jnp.std(q, -1, keepdims=True) + 1e-6)
-    return jax.random.categorical(key, z / temperature, axis=-1)
-
-
-def select_candidates(cand: Array, q: Array, key: Array, selection: str, temperature) -> Array:
-    """Chosen action per row: cand [..., K, d], q [..., K] -> [..., d]."""
-    i = select(q, key, selection, temperature)
-    return jnp.take_along_axis(cand, i[..., None, None], axis=-2)[..., 0, :]
 
 
 def agent_act(hp: Hparams, coef, behavior_params, critic_params, obs: Array, key: Array):
