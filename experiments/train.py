@@ -12,6 +12,7 @@ overrides; --helpfull lists every field with its value.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import functools
@@ -536,7 +537,9 @@ def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None, num_seeds=N
     take = lambda idx: jax.tree.map(lambda x: x[idx], carry)
     # The carry is donated: a chunk's new carry takes the old one's buffers, so the seeds'
     # states are held once (64 paper-size DOM2 seeds are 9 GiB on a 24 GiB host).
-    chunk_fn = jax.jit(jax.vmap(trainer.chunk), donate_argnums=0)
+    # The dataset is an argument, not a constant of the program (``Trainer.chunk_on``).
+    chunk_fn = jax.jit(jax.vmap(trainer.chunk_on, in_axes=(0, None)), donate_argnums=0)
+    train_data = trainer.data
     compiled = {}
 
     def abstract(g):  # a group's carry as sharded shapes (every leaf has the seed axis first)
@@ -546,14 +549,12 @@ def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None, num_seeds=N
     def compile_chunk(g):
         if g not in compiled:
             compiled[g] = chunk_fn.lower(abstract(g) if sharding is not None
-                                         else take(np.zeros(g, int))).compile()
+                                         else take(np.zeros(g, int)), train_data).compile()
         return compiled[g]
 
     plan_file = os.path.join(f.workdir, plan_name)
     stored = json.load(open(plan_file)) if os.path.exists(plan_file) else {}
-    # one seed per device (SPMD: the analysis is per device)
-    one = compile_chunk(n_dev) if k > 1 else None
-    one_bytes = seed_plan.compiled_bytes(one) if one is not None else None
+    one_bytes = None
     capacity = seed_plan.device_free_bytes()
     if stored.get("num_seeds") == k and stored.get("group"):
         group, reason, rates, max_group = int(stored["group"]), "recorded in seed_plan.json", \
@@ -562,14 +563,16 @@ def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None, num_seeds=N
         group, reason, rates, max_group = (min(f.seed_group or k, k), "--seed_group" if
                                            f.seed_group else "all seeds on the devices", {}, None)
     else:
+        # one seed per device (SPMD: the analysis is per device); compiled only to plan
+        one_bytes = seed_plan.compiled_bytes(compile_chunk(n_dev))
         max_group = seed_plan.memory_plan(one_bytes, k, capacity)
         n = 8  # updates per timing call
 
         def rate_of(g):
-            fn = jax.jit(jax.vmap(lambda st, key: scan_updates(algo.update, st, arrays, key, n),
-                                  in_axes=(0, None)))
+            fn = jax.jit(jax.vmap(lambda st, key, d: scan_updates(algo.update, st, d, key, n),
+                                  in_axes=(0, None, None)))
             return seed_plan.timed_rate(fn, (take(np.zeros(g, int)).state,
-                                             jax.random.PRNGKey(0)), n, g)
+                                             jax.random.PRNGKey(0), train_data), n, g)
 
         group, rates = seed_plan.choose_group(k, max_group, rate_of, log=_say)
         reason = "measured"
@@ -577,12 +580,15 @@ def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None, num_seeds=N
     plan = seed_plan.SeedPlan(group=group, num_groups=-(-k // group), bytes_per_seed=one_bytes,
                               capacity_bytes=capacity, max_group=max_group,
                               rates={str(a): b for a, b in rates.items()}, reason=reason)
-    chunk = compile_chunk(group)
+    compiled_chunk = compile_chunk(group)
+    if one_bytes is None and seed_plan.compiled_bytes(compiled_chunk):
+        plan = dataclasses.replace(plan, bytes_per_seed=seed_plan.compiled_bytes(
+            compiled_chunk) // max(group // n_dev, 1))
     if k == 1:  # the one compile a single seed needs anyway: check that it fits
-        seed_plan.memory_plan(seed_plan.compiled_bytes(chunk), 1, capacity)
+        seed_plan.memory_plan(seed_plan.compiled_bytes(compiled_chunk), 1, capacity)
     if k > 1:
         _say(f"seed plan: {k} seeds as {plan.num_groups} group(s) of {group} ({reason})")
-    return plan, chunk
+    return plan, lambda c: compiled_chunk(c, train_data)
 
 
 def run_groups(chunk, carry, groups, num_seeds, sharding=None):

@@ -415,3 +415,25 @@ def test_a_full_disk_ends_in_one_line_naming_the_workdir(monkeypatch):
     monkeypatch.setattr(train, "run", lambda: (_ for _ in ()).throw(RuntimeError("other")))
     with pytest.raises(RuntimeError, match="other"):
         train.main(["train"])
+
+
+@pytest.mark.parametrize("algo", ["dom2", "bc"])
+def test_chunk_with_the_dataset_as_an_argument_equals_the_closed_over_one(algo):
+    """``Trainer.chunk_on(carry, data)`` (what the launcher compiles: the dataset is an
+    argument, not a constant of the program) gives the same bits as ``chunk(carry)``."""
+    env = envs.make("mpe_spread")
+    config, _ = resolve_config(algo, "mpe_spread", "expert", "smoke")
+    rng = np.random.default_rng(0)
+    n, A = 300, env.num_agents
+    obs = rng.normal(size=(n, A, env.obs_dim)).astype(np.float32)
+    ds = data.build_dataset(obs, rng.uniform(-1, 1, (n, A, env.act_dim)).astype(np.float32),
+                            rng.normal(size=(n, A)).astype(np.float32), obs,
+                            np.zeros((n, A), bool), np.full(12, 25, np.int64),
+                            np.zeros(12, np.float32), env=env.name, quality="expert",
+                            generator={"test": "synthetic"})
+    t = make_train(config, data.to_device(ds), env)
+    carry = jax.jit(jax.vmap(t.init))(jax.random.split(jax.random.PRNGKey(0), 2))
+    a = jax.jit(jax.vmap(t.chunk))(carry)
+    b = jax.jit(jax.vmap(t.chunk_on, in_axes=(0, None)))(carry, t.data)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
