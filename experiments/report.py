@@ -151,6 +151,7 @@ def collect(root: str) -> List[Dict]:
                 if len(rec["seeds"]) != rec["num_seeds"] or not rec["seeds"]:
                     rec["status"] = "incomplete results.json"
                 rec["shift_evals"] = shift_evaluations(d, rec)
+                rec["acting_evals"] = acting_evaluations(d, rec)
             else:
                 cfg = _read_json(os.path.join(d, "config.json"))
                 rec.update(env=cfg["env"], quality=cfg.get("quality"), algo=cfg["algo"],
@@ -266,6 +267,83 @@ def shift_evaluations(workdir: str, rec: Dict) -> Dict[str, List[float]]:
                 and n > episodes.get(shift, 0):
             out[shift], episodes[shift] = scores, n
     return out
+
+
+def acting_evaluations(workdir: str, rec: Dict) -> Dict[str, Dict]:
+    """{label: evaluation} of a finished run's final parameters in the standard environment
+    acting otherwise than it trained to (``experiments.evaluate --act_candidates``), for each
+    label the one with the most episodes; label e.g. ``act_candidates=32``."""
+    out = {}
+    ev_dir = os.path.join(workdir, "evaluations")
+    for name in sorted(os.listdir(ev_dir)) if os.path.isdir(ev_dir) else []:
+        if not name.endswith(".json"):
+            continue
+        try:
+            ev = _read_json(os.path.join(ev_dir, name))
+            acting = ev.get("act_overrides") or {}
+            scores = [float(x["score_mean"]) for x in ev["seeds"]]
+            n = int(ev["episodes"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if not acting or ev.get("shift") or not ev.get("final_parameters") \
+                or len(scores) != rec["num_seeds"]:
+            continue
+        label = ", ".join(f"{k}={v}" for k, v in sorted(acting.items()))
+        if n > out.get(label, {}).get("episodes", 0):
+            out[label] = {"episodes": n, "scores": scores, "eval_seed": ev.get("eval_seed")}
+    return out
+
+
+ONE_SAMPLE = "act_candidates=1"  # the re-evaluation acting as trained, with evaluate's key
+
+
+def acting_rows(records: List[Dict]) -> List[Dict]:
+    """Per (env, quality, algo, acting label): the finished runs evaluated again acting
+    otherwise, seed by seed, next to a baseline: the same re-evaluation with one sample
+    (``act_candidates=1``: the same evaluation key, so the paired difference is the acting's
+    alone) where it exists, else the run's own final evaluation (another key)."""
+    rows: Dict[tuple, Dict] = {}
+    for rec in records:
+        if rec["status"] != "done" or rec["ablation"] not in (None, "full") \
+                or rec["fraction"] != 1.0:
+            continue
+        evals = rec.get("acting_evals") or {}
+        for label, ev in evals.items():
+            if label == ONE_SAMPLE:
+                continue
+            same_key = evals.get(ONE_SAMPLE, {})
+            paired = (same_key.get("episodes") == ev["episodes"]
+                      and same_key.get("eval_seed") == ev["eval_seed"])
+            base = same_key["scores"] if paired else [x["final_score"] for x in rec["seeds"]]
+            r = rows.setdefault((rec["env"], rec["quality"], rec["algo"], label), {
+                "env": rec["env"], "quality": rec["quality"], "algo": rec["algo"],
+                "acting": label, "as_trained": [], "acting_otherwise": [], "episodes": [],
+                "baselines": []})
+            r["as_trained"] += base
+            r["acting_otherwise"] += ev["scores"]
+            r["episodes"].append(ev["episodes"])
+            r["baselines"].append("one sample, same key" if paired else "own final evaluation")
+    out = []
+    for key in sorted(rows):
+        r = rows[key]
+        diff = [b - a for a, b in zip(r["as_trained"], r["acting_otherwise"])]
+        r.update(seeds=len(diff), as_trained_mean_std=_mean_std(r["as_trained"]),
+                 acting_otherwise_mean_std=_mean_std(r["acting_otherwise"]),
+                 paired_difference_mean_std=_mean_std(diff))
+        out.append(r)
+    return out
+
+
+def acting_table(rows: List[Dict]) -> str:
+    def ms(x):
+        return "–" if x[0] is None else f"{x[0]:.1f} ± {x[1]:.1f}"
+    return _table(["task", "quality", "algorithm", "acting", "seeds", "episodes", "baseline",
+                   "baseline score", "acting otherwise", "paired difference"],
+                  [[r["env"], r["quality"], ALGO_LABELS.get(r["algo"], r["algo"]), r["acting"],
+                    str(r["seeds"]), "/".join(str(e) for e in sorted(set(r["episodes"]))),
+                    "; ".join(sorted(set(r["baselines"]))),
+                    ms(r["as_trained_mean_std"]), ms(r["acting_otherwise_mean_std"]),
+                    ms(r["paired_difference_mean_std"])] for r in rows])
 
 
 # ------------------------------------------------------------------------------ aggregating
@@ -713,6 +791,16 @@ def markdown(groups, records, metric, figures, root=".", paper_rows=None,
         md += ["## Data fractions (Fig. 5)\n", t["fractions"], ""]
     if "ablations" in t:
         md += ["## DOM2 ablations (Fig. 6)\n", t["ablations"], ""]
+    act = acting_rows(records)
+    if act:
+        md += ["## Acting variants (the same finished runs, evaluated again)\n",
+               "`experiments.evaluate --act_candidates=K`: the final parameters act by choosing "
+               "one of K policy samples by the target critics' min Q (Diffusion-QL's "
+               "evaluation; MA-SfBC's selection rule) instead of one sample. Baseline: the "
+               "same re-evaluation with one sample (`--act_candidates=1`, the same episodes "
+               "and key, so the paired difference is the acting's alone) where it exists, else "
+               "the run's own final evaluation (another key: the difference then also holds "
+               "evaluation noise). Not part of the tables above.\n", acting_table(act), ""]
     if not groups:
         md += ["No finished runs.\n"]
     other = [r for r in records if r["status"] != "done"]
@@ -999,6 +1087,7 @@ def make_report(root, out: Optional[str] = None, metric: str = "normalised",
     rep = {"root": os.path.abspath(root), "roots": [os.path.abspath(r) for r in roots],
            "metric": metric, "groups": groups, "row_protocols": protocols,
            "paper_comparison": paper_rows, "claims": claim_rows,
+           "acting_variants": acting_rows(records),
            "runs": [{k: r.get(k) for k in ("workdir", "status", "env", "quality", "algo",
                                            "ablation", "fraction")} for r in records],
            "figures": figures}

@@ -636,3 +636,35 @@ def test_report_cli_names_an_unwritable_out(tmp_path):
                        timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "cannot write the report to --out=/proc/no_such_dir/report" in r.stderr
+
+
+def test_report_lists_acting_variants_apart_from_the_tables(tmp_path):
+    """evaluate --act_candidates files: a section pairing each run's K-candidate evaluation
+    with its one-sample re-evaluation of the same key (else the run's own final score); they
+    never enter the main or shifted tables."""
+    root = tmp_path / "runs"
+    _fake_run(root, "mpe_spread/expert/dom2/seed0", "dom2", [100.0])
+    _fake_run(root, "mpe_spread/expert/dom2/seed1", "dom2", [110.0])
+
+    def ev(run, k, score, episodes=100, shift=None):
+        d = root / "mpe_spread/expert/dom2" / run / "evaluations"
+        os.makedirs(d, exist_ok=True)
+        json.dump({"shift": shift, "episodes": episodes, "final_parameters": True,
+                   "eval_seed": 0, "act_overrides": {"act_candidates": k},
+                   "seeds": [{"score_mean": score}]},
+                  open(d / f"standard-u100-e{episodes}-k0-c{k}{shift or ''}.json", "w"))
+    ev("seed0", 1, 90.0)
+    ev("seed0", 32, 120.0)
+    ev("seed1", 32, 130.0)          # no one-sample re-evaluation: the run's own final score
+    ev("seed1", 32, 500.0, shift="speed")  # shifted: not an acting variant, not a shift row
+    rep = report.make_report(str(root), str(tmp_path / "out"), "score")
+    (row,) = rep["acting_variants"]
+    assert row["acting"] == "act_candidates=32" and row["seeds"] == 2
+    assert row["as_trained"] == [90.0, 110.0] and row["acting_otherwise"] == [120.0, 130.0]
+    assert row["paired_difference_mean_std"][0] == pytest.approx(25.0)
+    assert sorted(set(row["baselines"])) == ["one sample, same key", "own final evaluation"]
+    g = [g for g in rep["groups"] if g["algo"] == "dom2"][0]
+    assert sorted(g["final"]) == [100.0, 110.0]
+    assert all(not r.get("shift") for r in rep["paper_comparison"])
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Acting variants" in md and "| act_candidates=32 | 2 |" in md
