@@ -242,6 +242,21 @@ def protocol_summary(groups: List[Dict]) -> str:
             f"{p['eval_episodes']} eval episodes, data {p['dataset']}")
 
 
+def _evaluations(workdir: str):
+    """(evaluation dict, episodes, per-seed mean scores) of each readable
+    ``WORKDIR/evaluations/*.json`` (experiments.evaluate), in name order; a stray or foreign
+    file is passed over, so it never stops the report."""
+    ev_dir = os.path.join(workdir, "evaluations")
+    for name in sorted(os.listdir(ev_dir)) if os.path.isdir(ev_dir) else []:
+        if not name.endswith(".json"):
+            continue
+        try:
+            ev = _read_json(os.path.join(ev_dir, name))
+            yield ev, int(ev["episodes"]), [float(x["score_mean"]) for x in ev["seeds"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+
+
 def shift_evaluations(workdir: str, rec: Dict) -> Dict[str, List[float]]:
     """{shift: per-seed mean scores} of a finished run's final parameters in shifted
     environments: its own (``experiments.train --shift``) and those ``experiments.evaluate``
@@ -251,16 +266,8 @@ def shift_evaluations(workdir: str, rec: Dict) -> Dict[str, List[float]]:
             x["final_shift_score"] is not None for x in rec["seeds"]):
         out[rec["shift"]] = [x["final_shift_score"] for x in rec["seeds"]]
         episodes[rec["shift"]] = int(rec["config"].get("eval_episodes", 0))
-    ev_dir = os.path.join(workdir, "evaluations")
-    for name in sorted(os.listdir(ev_dir)) if os.path.isdir(ev_dir) else []:
-        if not name.endswith(".json"):
-            continue
-        try:
-            ev = _read_json(os.path.join(ev_dir, name))
-            shift, n = ev.get("shift"), int(ev["episodes"])
-            scores = [float(x["score_mean"]) for x in ev["seeds"]]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # a stray or foreign file does not stop the report
+    for ev, n, scores in _evaluations(workdir):
+        shift = ev.get("shift")
         if ev.get("act_overrides"):  # acted otherwise than the run (evaluate --act_*)
             continue
         if shift and ev.get("final_parameters") and len(scores) == rec["num_seeds"] \
@@ -274,18 +281,10 @@ def acting_evaluations(workdir: str, rec: Dict) -> Dict[str, Dict]:
     acting otherwise than it trained to (``experiments.evaluate --act_candidates``), for each
     label the one with the most episodes; label e.g. ``act_candidates=32``."""
     out = {}
-    ev_dir = os.path.join(workdir, "evaluations")
-    for name in sorted(os.listdir(ev_dir)) if os.path.isdir(ev_dir) else []:
-        if not name.endswith(".json"):
-            continue
-        try:
-            ev = _read_json(os.path.join(ev_dir, name))
-            acting = ev.get("act_overrides") or {}
-            scores = [float(x["score_mean"]) for x in ev["seeds"]]
-            n = int(ev["episodes"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue
-        if not acting or ev.get("shift") or not ev.get("final_parameters") \
+    for ev, n, scores in _evaluations(workdir):
+        acting = ev.get("act_overrides") or {}
+        if not isinstance(acting, dict) or not acting or ev.get("shift") \
+                or not ev.get("final_parameters") \
                 or len(scores) != rec["num_seeds"]:
             continue
         label = ", ".join(f"{k}={v}" for k, v in sorted(acting.items()))

@@ -170,15 +170,7 @@ def test_cpu_eval_backend_matches_in_chunk_evaluation():
     env = envs.make("mamujoco_halfcheetah_2x3", episode_length=25)
     config, _ = resolve_config("bc", "mamujoco_halfcheetah_2x3", "expert", "smoke")
     config.eval_episodes = 8
-    rng = np.random.default_rng(0)
-    n, A = 400, env.num_agents
-    obs = rng.normal(size=(n, A, env.obs_dim)).astype(np.float32)
-    ds = data.build_dataset(obs, rng.uniform(-1, 1, (n, A, env.act_dim)).astype(np.float32),
-                            rng.normal(size=(n, A)).astype(np.float32), obs,
-                            np.zeros((n, A), bool), np.full(16, 25, np.int64),
-                            np.zeros(16, np.float32), env=env.name, quality="expert",
-                            generator={"test": "synthetic"})
-    arrays = data.to_device(ds)
+    arrays = data.to_device(_synthetic_dataset(env, 16))
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     host_t = make_train(config, arrays, env, evaluate_in_chunk=False)
     jax_t = make_train(config, arrays, env)
@@ -423,17 +415,21 @@ def test_chunk_with_the_dataset_as_an_argument_equals_the_closed_over_one(algo):
     argument, not a constant of the program) gives the same bits as ``chunk(carry)``."""
     env = envs.make("mpe_spread")
     config, _ = resolve_config(algo, "mpe_spread", "expert", "smoke")
-    rng = np.random.default_rng(0)
-    n, A = 300, env.num_agents
-    obs = rng.normal(size=(n, A, env.obs_dim)).astype(np.float32)
-    ds = data.build_dataset(obs, rng.uniform(-1, 1, (n, A, env.act_dim)).astype(np.float32),
-                            rng.normal(size=(n, A)).astype(np.float32), obs,
-                            np.zeros((n, A), bool), np.full(12, 25, np.int64),
-                            np.zeros(12, np.float32), env=env.name, quality="expert",
-                            generator={"test": "synthetic"})
-    t = make_train(config, data.to_device(ds), env)
+    t = make_train(config, data.to_device(_synthetic_dataset(env, 12)), env)
     carry = jax.jit(jax.vmap(t.init))(jax.random.split(jax.random.PRNGKey(0), 2))
     a = jax.jit(jax.vmap(t.chunk))(carry)
     b = jax.jit(jax.vmap(t.chunk_on, in_axes=(0, None)))(carry, t.data)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _synthetic_dataset(env, episodes, length=25):
+    """``episodes`` episodes of ``length`` random transitions of ``env`` (a valid Dataset)."""
+    rng = np.random.default_rng(0)
+    n, A = episodes * length, env.num_agents
+    obs = rng.normal(size=(n, A, env.obs_dim)).astype(np.float32)
+    return data.build_dataset(obs, rng.uniform(-1, 1, (n, A, env.act_dim)).astype(np.float32),
+                              rng.normal(size=(n, A)).astype(np.float32), obs,
+                              np.zeros((n, A), bool), np.full(episodes, length, np.int64),
+                              np.zeros(episodes, np.float32), env=env.name, quality="expert",
+                              generator={"test": "synthetic"})

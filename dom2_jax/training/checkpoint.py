@@ -59,7 +59,7 @@ class Checkpointer:
         next older one is tried; ``set_aside=True`` (the training launcher, which will write
         that step again) also moves it to ``checkpoints/damaged/``. An explicit ``step`` is
         restored or raises. ``restored_step`` tells which step was used."""
-        steps = [step] if step is not None else sorted(self._mgr.all_steps(), reverse=True)
+        steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
         if not steps or steps[0] is None:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
         errors = []
@@ -76,6 +76,18 @@ class Checkpointer:
             return carry
         raise CheckpointError(f"no checkpoint in {self.directory} could be restored ("
                               + "; ".join(errors) + ")")
+
+    def _set_aside(self, step) -> str:
+        """Moves step ``step`` to ``damaged/``; returns where it went."""
+        src = os.path.join(self.directory, str(step))
+        dst = os.path.join(self.directory, "damaged", str(step))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if os.path.exists(dst):
+            shutil.rmtree(dst)
+        if os.path.exists(src):
+            os.replace(src, dst)
+        self._mgr.reload()
+        return dst
 
     def _restore_step(self, template, step):
         abstract = jax.tree.map(_on_local_device, template)
@@ -94,17 +106,7 @@ class Checkpointer:
             raise
 
     def _skip(self, step, error, set_aside):
-        where = ""
-        if set_aside:
-            src = os.path.join(self.directory, str(step))
-            dst = os.path.join(self.directory, "damaged", str(step))
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            if os.path.exists(dst):
-                shutil.rmtree(dst)
-            if os.path.exists(src):
-                os.replace(src, dst)
-            self._mgr.reload()
-            where = f"; moved to {dst}"
+        where = f"; moved to {self._set_aside(step)}" if set_aside else ""
         warnings.warn(f"checkpoint step {step} in {self.directory} could not be restored "
                       f"({type(error).__name__}: {_first_line(error)}){where}; trying the next "
                       "older one", RuntimeWarning, stacklevel=3)
@@ -113,7 +115,7 @@ class Checkpointer:
         self._mgr.close()
 
 
-class ProcessCheckpointer:
+class ProcessCheckpointer(Checkpointer):
     """The ``Checkpointer`` interface for one process of a multi-process run, whose carry holds
     only this process's seeds (host-local arrays). orbax's multi-process checkpointing writes
     *global* arrays and refuses host-local ones in a multi-host runtime ("Cannot serialize host
@@ -122,7 +124,7 @@ class ProcessCheckpointer:
     and keeps the newest ``max_to_keep``. A step that cannot be read falls back to the next
     older one, as with ``Checkpointer``."""
 
-    def __init__(self, directory: str, max_to_keep: int = 3):
+    def __init__(self, directory: str, max_to_keep: int = 3):  # noqa: D107 - no orbax manager
         self.directory = os.path.abspath(directory)
         os.makedirs(self.directory, exist_ok=True)
         self.max_to_keep = int(max_to_keep)
@@ -151,32 +153,11 @@ class ProcessCheckpointer:
         for old in self.all_steps()[:-self.max_to_keep]:
             os.remove(self._path(old))
 
-    def restore(self, template, step=None, set_aside=False):
-        steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
-        if not steps or steps[0] is None:
-            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
-        errors = []
-        for s in steps:
-            try:
-                carry = self._restore_step(template, s)
-            except Exception as e:  # noqa: BLE001 - any read/format error: the step is unusable
-                if step is not None:
-                    raise
-                errors.append(f"step {s}: {type(e).__name__}: {_first_line(e)}")
-                where = ""
-                if set_aside:
-                    dst = os.path.join(self.directory, "damaged", os.path.basename(self._path(s)))
-                    os.makedirs(os.path.dirname(dst), exist_ok=True)
-                    os.replace(self._path(s), dst)
-                    where = f"; moved to {dst}"
-                warnings.warn(f"checkpoint step {s} in {self.directory} could not be restored "
-                              f"({type(e).__name__}: {_first_line(e)}){where}; trying the next "
-                              "older one", RuntimeWarning, stacklevel=2)
-                continue
-            self.restored_step = s
-            return carry
-        raise CheckpointError(f"no checkpoint in {self.directory} could be restored ("
-                              + "; ".join(errors) + ")")
+    def _set_aside(self, step) -> str:
+        dst = os.path.join(self.directory, "damaged", os.path.basename(self._path(step)))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.replace(self._path(step), dst)
+        return dst
 
     def _restore_step(self, template, step):
         with open(self._path(step), "rb") as fh:
