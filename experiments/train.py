@@ -563,8 +563,12 @@ def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None, num_seeds=N
         group, reason, rates, max_group = (min(f.seed_group or k, k), "--seed_group" if
                                            f.seed_group else "all seeds on the devices", {}, None)
     else:
-        # one seed per device (SPMD: the analysis is per device); compiled only to plan
+        # one seed per device (SPMD: the analysis is per device); compiled only to plan. The
+        # dataset is an argument of every group's program but held once (already allocated,
+        # so not in the free memory either): it is not a per-seed cost.
         one_bytes = seed_plan.compiled_bytes(compile_chunk(n_dev))
+        if one_bytes:
+            one_bytes = max(one_bytes - seed_plan.tree_bytes(train_data), 1)
         max_group = seed_plan.memory_plan(one_bytes, k, capacity)
         n = 8  # updates per timing call
 
@@ -582,10 +586,12 @@ def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None, num_seeds=N
                               rates={str(a): b for a, b in rates.items()}, reason=reason)
     compiled_chunk = compile_chunk(group)
     if one_bytes is None and seed_plan.compiled_bytes(compiled_chunk):
-        plan = dataclasses.replace(plan, bytes_per_seed=seed_plan.compiled_bytes(
-            compiled_chunk) // max(group // n_dev, 1))
-    if k == 1:  # the one compile a single seed needs anyway: check that it fits
-        seed_plan.memory_plan(seed_plan.compiled_bytes(compiled_chunk), 1, capacity)
+        plan = dataclasses.replace(plan, bytes_per_seed=max(
+            seed_plan.compiled_bytes(compiled_chunk) - seed_plan.tree_bytes(train_data), 1)
+            // max(group // n_dev, 1))
+    if k == 1 and seed_plan.compiled_bytes(compiled_chunk):  # the one compile it needs anyway
+        seed_plan.memory_plan(max(seed_plan.compiled_bytes(compiled_chunk)
+                                  - seed_plan.tree_bytes(train_data), 1), 1, capacity)
     if k > 1:
         _say(f"seed plan: {k} seeds as {plan.num_groups} group(s) of {group} ({reason})")
     return plan, lambda c: compiled_chunk(c, train_data)
