@@ -362,8 +362,7 @@ def run(argv_flags=FLAGS):
              f"{len(block)}: each trains, evaluates and checkpoints its own")
     t_compile = time.time()
     try:  # refuses sizes that cannot fit, before anything of the run is written
-        plan, chunk = plan_seed_groups(f, trainer, algo, arrays, carry, sharding, local_k,
-                                       plan_name)
+        plan, chunk = plan_seed_groups(f, trainer, algo, carry, sharding, local_k, plan_name)
     except ValueError:
         if new_workdir and proc == 0:
             shutil.rmtree(f.workdir, ignore_errors=True)
@@ -525,7 +524,7 @@ def run(argv_flags=FLAGS):
     return results
 
 
-def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None, num_seeds=None,
+def plan_seed_groups(f, trainer, algo, carry, sharding=None, num_seeds=None,
                      plan_name="seed_plan.json"):
     """(SeedPlan, compiled vmapped chunk for the plan's group width); see
     ``dom2_jax.training.seed_plan``. A workdir's recorded plan is reused. With ``sharding``
@@ -552,6 +551,15 @@ def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None, num_seeds=N
                                          else take(np.zeros(g, int)), train_data).compile()
         return compiled[g]
 
+    data_bytes = seed_plan.tree_bytes(train_data)
+
+    def seeds_bytes(program):
+        """XLA's bytes of a compiled group program less the dataset: an argument of every
+        group's program but held once (already allocated, so not in the free memory either),
+        not a per-seed cost. None without a memory analysis."""
+        b = seed_plan.compiled_bytes(program)
+        return max(b - data_bytes, 1) if b else None
+
     plan_file = os.path.join(f.workdir, plan_name)
     stored = json.load(open(plan_file)) if os.path.exists(plan_file) else {}
     one_bytes = None
@@ -563,12 +571,8 @@ def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None, num_seeds=N
         group, reason, rates, max_group = (min(f.seed_group or k, k), "--seed_group" if
                                            f.seed_group else "all seeds on the devices", {}, None)
     else:
-        # one seed per device (SPMD: the analysis is per device); compiled only to plan. The
-        # dataset is an argument of every group's program but held once (already allocated,
-        # so not in the free memory either): it is not a per-seed cost.
-        one_bytes = seed_plan.compiled_bytes(compile_chunk(n_dev))
-        if one_bytes:
-            one_bytes = max(one_bytes - seed_plan.tree_bytes(train_data), 1)
+        # one seed per device (SPMD: the analysis is per device); compiled only to plan
+        one_bytes = seeds_bytes(compile_chunk(n_dev))
         max_group = seed_plan.memory_plan(one_bytes, k, capacity)
         n = 8  # updates per timing call
 
@@ -585,13 +589,11 @@ def plan_seed_groups(f, trainer, algo, arrays, carry, sharding=None, num_seeds=N
                               capacity_bytes=capacity, max_group=max_group,
                               rates={str(a): b for a, b in rates.items()}, reason=reason)
     compiled_chunk = compile_chunk(group)
-    if one_bytes is None and seed_plan.compiled_bytes(compiled_chunk):
-        plan = dataclasses.replace(plan, bytes_per_seed=max(
-            seed_plan.compiled_bytes(compiled_chunk) - seed_plan.tree_bytes(train_data), 1)
-            // max(group // n_dev, 1))
-    if k == 1 and seed_plan.compiled_bytes(compiled_chunk):  # the one compile it needs anyway
-        seed_plan.memory_plan(max(seed_plan.compiled_bytes(compiled_chunk)
-                                  - seed_plan.tree_bytes(train_data), 1), 1, capacity)
+    group_bytes = seeds_bytes(compiled_chunk)
+    if one_bytes is None and group_bytes:
+        plan = dataclasses.replace(plan, bytes_per_seed=group_bytes // max(group // n_dev, 1))
+    if k == 1 and group_bytes:  # the one compile a single seed needs anyway: does it fit?
+        seed_plan.memory_plan(group_bytes, 1, capacity)
     if k > 1:
         _say(f"seed plan: {k} seeds as {plan.num_groups} group(s) of {group} ({reason})")
     return plan, lambda c: compiled_chunk(c, train_data)

@@ -296,15 +296,17 @@ SCALED_FIELDS = ("actuator_gear", "body_mass", "body_inertia", "geom_friction")
 
 
 # --------------------------------------------------------------------------- reset / reward
-def sample_initial(key: Array, config: HalfCheetahConfig) -> Tuple[Array, Array, Array]:
+def sample_initial(key: Array, config: HalfCheetahConfig,
+                   dtype=jnp.float32) -> Tuple[Array, Array, Array]:
     """HalfCheetah-v5 reset noise + shift sample: key -> (qpos [9], qvel [9], scalings [3]).
 
-    qpos = qpos0 (zeros) + U(-s, s), qvel = s * N(0, 1), s = ``reset_noise_scale`` (0.1).
+    qpos = qpos0 (zeros) + U(-s, s), qvel = s * N(0, 1), s = ``reset_noise_scale`` (0.1);
+    drawn in ``dtype`` (float64 under x64 for the portable rollouts of ``cpu``).
     """
     k_pos, k_vel, k_shift = jax.random.split(key, 3)
     s = config.reset_noise_scale
-    qpos = jax.random.uniform(k_pos, (NQ,), jnp.float32, -s, s)
-    qvel = s * jax.random.normal(k_vel, (NV,), jnp.float32)
+    qpos = jax.random.uniform(k_pos, (NQ,), dtype, -s, s)
+    qvel = s * jax.random.normal(k_vel, (NV,), dtype)
     return qpos, qvel, sample_scalings(k_shift, config.shift)
 
 

@@ -223,14 +223,7 @@ def quantize(x, grid: float) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _portable_initial(reset_noise_scale: float, shift):
     config = common.HalfCheetahConfig(reset_noise_scale=reset_noise_scale, shift=shift)
-
-    def sample(key):  # common.sample_initial's distribution, drawn in float64
-        k_pos, k_vel, k_shift = jax.random.split(key, 3)
-        s = config.reset_noise_scale
-        qpos = jax.random.uniform(k_pos, (common.NQ,), jnp.float64, -s, s)
-        qvel = s * jax.random.normal(k_vel, (common.NV,), jnp.float64)
-        return qpos, qvel, common.sample_scalings(k_shift, config.shift)
-    return jax.jit(jax.vmap(sample))
+    return jax.jit(jax.vmap(lambda k: common.sample_initial(k, config, jnp.float64)))
 
 
 def portable_initial_batch(key, num_envs: int, config: common.HalfCheetahConfig):
