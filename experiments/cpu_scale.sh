@@ -21,8 +21,8 @@
 #      100 episodes; experiments.evaluate writes WORKDIR/evaluations/);
 #   4. data efficiency (Fig. 5): DOM2 and MA-TD3+BC on 5% of the trajectories, HalfCheetah
 #      medium; the four DOM2 ablations (Fig. 6) on HalfCheetah medium.
-# HalfCheetah data are the same bits on every machine (portable C MuJoCo rollouts), so a run
-# resumes on another machine; MPE data are not yet (see BUILD_NOTES.md).
+# The data are the same bits on every machine (portable rollouts, dom2_jax.envs.portable), so
+# a run resumes on another machine.
 # At the end of a session (stop the script right after a checkpoint; run phase 3 for the runs
 # that finished, since only unfinished runs carry their checkpoint):
 #   python -m experiments.archive_runs --root=ROOT --out=experiments/results/runs/cpu_scale \

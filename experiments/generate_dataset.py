@@ -23,7 +23,10 @@ on a CPU; the backend is recorded in the metadata). HalfCheetah rollouts on C Mu
 *portable*: initial states and actions are computed in float64 and rounded to fixed grids
 (2^-30, 2^-20), so the same seed gives the same bits on every x86 CPU (float32 XLA programs
 round differently per CPU, and HalfCheetah is chaotic: before this, an Intel Xeon and an AMD
-EPYC gave different medium data for seed 0). MPE rollouts (jitted float32 JAX) are not. The key of block b of part p is
+EPYC gave different medium data for seed 0). MPE rollouts are portable too
+(``dom2_jax.envs.portable``): the env and the policy run in float64, the policy's actions are
+rounded to 2^-20 and the env's state and rewards to a shifted 2^-16 grid after every step
+(medium-replay re-runs TD3 training and is not). The key of block b of part p is
 fold_in(fold_in(PRNGKey(seed), p), b), so the dataset is a deterministic function of (env,
 env_kwargs, quality, num_samples, seed, sigma, backend). ``episode_returns`` holds the env's
 paper score (sum of ``env.score``); ``dones`` are all False (our envs only truncate).

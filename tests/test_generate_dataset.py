@@ -43,7 +43,9 @@ def test_generate_random_expert_deterministic_and_loadable(assets, tmp_path):
     assert set(refs) == {"random", "expert"} and refs["random"] > 100  # spread random ~160
     g = ds.meta["generator"]
     assert g["config"]["sigma"] == gen.DEFAULT_SIGMA and "expert" in g["policies"]
-    # where it was generated: the bits depend on the CPU's instruction set (BUILD_NOTES)
+    # where it was generated (recorded), though MPE rollouts are portable: the same bits on
+    # every CPU (dom2_jax.envs.portable; tests/test_portable.py)
+    assert g["config"]["portable_rollouts"] is True
     assert g["system"]["backend"] == "cpu" and "xla_flags" in g["system"]
     assert g["system"]["cpu_model"] == reporting.cpu_model()
     # consecutive transitions chain inside an episode

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dom2_jax import data
+from dom2_jax.envs import portable
 from dom2_jax.online import behaviour, policies
 from dom2_jax.online import td3 as td3_lib
 from dom2_jax.registry import QUALITIES
@@ -61,13 +62,19 @@ def _policy(env_name, quality, assets_dir):
     return td3_lib.unflatten_params(flat), meta, policies.params_digest(flat)
 
 
+def _portable(td3, backend: str) -> bool:
+    """Whether generation's rollouts are portable (the same bits on every x86 CPU,
+    ``dom2_jax.envs.portable``): C MuJoCo's HalfCheetah and the MPE envs are; MJX is not."""
+    return backend == "cpu" or portable.supports(td3.env)
+
+
 def _rollout_episodes(td3, params, key, num_episodes: int, block: int,
                       backend: str = "jax") -> Dict[str, np.ndarray]:
-    """num_episodes episodes as host arrays [n, T, ...] plus score [n]. On C MuJoCo the
-    rollouts are portable (``cpu.rollout_batch``): the same bits on every x86 CPU."""
+    """num_episodes episodes as host arrays [n, T, ...] plus score [n], portable where
+    ``_portable`` says so."""
     return behaviour.rollout_policy(td3, params, key, num_episodes, block=block,
                                     backend=backend, return_trajectory=True,
-                                    portable=backend == "cpu")
+                                    portable=_portable(td3, backend))
 
 
 @functools.lru_cache(maxsize=32)
@@ -235,7 +242,8 @@ def generate(env_name: str, quality: str, num_samples: int, seed: int,
                     block_episodes=[_block_episodes(T, n) for _, n in parts],
                     reference_episodes=max(MIN_REFERENCE_EPISODES, _block_episodes(T)),
                     reference_seed=REFERENCE_SEED, hidden_dims=list(hidden),
-                    rollout_backend=backend, portable_rollouts=backend == "cpu", **extra),
+                    rollout_backend=backend, portable_rollouts=_portable(td3, backend),
+                    **extra),
         policies={q: dict(file=os.path.basename(policies.policy_path(env_name, q, assets_dir)),
                           params_sha256=d, env_steps=m.get("env_steps"),
                           score=m.get("score"), seed=m.get("seed"))

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from dom2_jax import envs
+from dom2_jax.envs import portable as portable_lib
 from dom2_jax.envs.rollout import rollout
 from dom2_jax.online import policies
 from dom2_jax.online import td3 as td3_lib
@@ -166,14 +167,16 @@ def rollout_policy(td3: td3_lib.TD3, params, key, num_episodes: int, *, block: i
     as host arrays (``score`` [n]; with ``return_trajectory`` also ``obs``, ``actions``,
     ``rewards``, ``next_obs`` [n, T, ...]), ``block`` episodes at a time, on ``backend``
     (``resolve_backend``). Block b uses ``fold_in(key, b)``: deterministic for each backend.
-    ``portable=True`` (C MuJoCo only; ``dom2_jax.envs.mamujoco.cpu.rollout_batch``): the same
-    bits on any x86 CPU, as dataset generation needs."""
+    ``portable=True``: the same bits on any x86 CPU, as dataset generation needs
+    (``dom2_jax.envs.portable``: C MuJoCo's ``rollout_batch(portable=True)`` for HalfCheetah,
+    ``portable.rollout`` for the JAX MPE envs; other JAX envs are refused)."""
     n, block = int(num_episodes), max(1, int(block))
     keys = ("score", "obs", "actions", "rewards", "next_obs") if return_trajectory else ("score",)
     parts = []
     resolved = resolve_backend(td3.env, backend)
-    if portable and resolved != "cpu":
-        raise ValueError(f"portable rollouts need the C MuJoCo backend ('cpu'), not {resolved!r}")
+    if portable and resolved != "cpu" and not portable_lib.supports(td3.env):
+        raise ValueError(f"portable rollouts of {td3.env.name} need the C MuJoCo backend "
+                         f"('cpu'), not {resolved!r}")
     if resolved == "cpu":
         from dom2_jax.envs.mamujoco.cpu import rollout_batch  # (a) as cpu_batch_env
         batch_env = cpu_batch_env(td3.env.config, min(block, n))
@@ -181,8 +184,10 @@ def rollout_policy(td3: td3_lib.TD3, params, key, num_episodes: int, *, block: i
                             return_trajectory=return_trajectory, portable=portable)
         return {k: out[k] for k in keys}
     for b in range(math.ceil(n / block)):
-        out = rollout(td3.env, td3.policy_fn, params, jax.random.fold_in(key, b), block,
-                      return_trajectory=return_trajectory)
+        run = functools.partial(portable_lib.rollout, td3.env) if portable else functools.partial(
+            rollout, td3.env)
+        out = run(td3.policy_fn, params, jax.random.fold_in(key, b), block,
+                  return_trajectory=return_trajectory)
         parts.append({k: np.asarray(out[k]) for k in keys})
     return {k: np.concatenate([p[k] for p in parts], 0)[:n] for k in keys}
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from dom2_jax.envs import portable
 from dom2_jax.envs.mamujoco import common
 from dom2_jax.envs.mamujoco.halfcheetah import HalfCheetah2x3
 
@@ -205,19 +206,13 @@ def _batched_policy(policy_fn):
     return jax.jit(jax.vmap(policy_fn, in_axes=(None, 0, 0)))
 
 
-# Portable rollouts (dataset generation): the grids the float64 initial states and actions are
-# rounded to. float32 XLA programs round differently on different x86 CPUs (FMA contraction,
-# vector widths, matmul kernels: the same seed gave other HalfCheetah data on an Intel Xeon and
-# an AMD EPYC), and HalfCheetah is chaotic, so one last-bit difference changes every later step.
-# Computed in float64 the CPUs differ by ~1e-16, far below these grids, so the rounded values
-# are the same bits everywhere except with probability ~1e-9 per value.
+# Portable rollouts (dataset generation, ``dom2_jax.envs.portable``): initial states drawn in
+# float64 and rounded to STATE_GRID, actions from the float64 policy rounded to ACTION_GRID.
+# HalfCheetah is chaotic, so one last-bit difference would change every later step; C MuJoCo
+# itself is one binary computing in float64, so the episodes are the same bits on every CPU.
 STATE_GRID = 2.0 ** -30
-ACTION_GRID = 2.0 ** -20
-
-
-def quantize(x, grid: float) -> np.ndarray:
-    """``x`` (float64) rounded to the nearest multiple of ``grid`` (a power of two: exact)."""
-    return np.round(np.asarray(x, np.float64) / grid) * grid
+ACTION_GRID = portable.ACTION_GRID
+quantize = portable.quantize
 
 
 @functools.lru_cache(maxsize=8)
@@ -239,19 +234,14 @@ def portable_initial_batch(key, num_envs: int, config: common.HalfCheetahConfig)
 
 @functools.lru_cache(maxsize=16)
 def _portable_policy(policy_fn):
-    def act(params, obs, keys):  # traced under x64: parameters and observations in float64
-        params = jax.tree.map(
-            lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-            params)
-        return jax.vmap(policy_fn, in_axes=(None, 0, 0))(params, obs.astype(jnp.float64), keys)
-    return jax.jit(act)
+    return jax.jit(jax.vmap(portable.portable_policy(policy_fn), in_axes=(None, 0, 0)))
 
 
 def portable_actions(policy_fn, params, obs, keys) -> np.ndarray:
     """``vmap(policy_fn)`` evaluated in float64 and rounded to ``ACTION_GRID`` (float32, exact)."""
     with jax.enable_x64(True):
         a = np.asarray(_portable_policy(policy_fn)(params, obs, keys), np.float64)
-    return quantize(a, ACTION_GRID).astype(np.float32)
+    return a.astype(np.float32)
 
 
 def rollout_batch(batch_env, policy_fn, params, key, num_episodes: int, *,

@@ -91,18 +91,18 @@ class MPEEnv(api.Env):
         raise NotImplementedError
 
     def _scripted_actions(self, state: MPEState, key: Array) -> Array:
-        return jnp.zeros((len(self.scripted_idx), 2), jnp.float32)
+        return jnp.zeros((len(self.scripted_idx), 2), core.float_dtype())
 
     # ----------------------------------------------------------------- public API
     def reset(self, key: Array) -> Tuple[Array, MPEState]:
         """Samples a new episode. key -> (obs [num_agents, obs_dim], MPEState)."""
         # One RNG call for everything (threefry dominates the compile time of reset).
         n = self.spec.n_entities
-        u = jax.random.uniform(key, (2 * n + self.num_agents,), jnp.float32)
+        u = jax.random.uniform(key, (2 * n + self.num_agents,), core.float_dtype())
         half = np.asarray(self.spawn_half_width, np.float32)[:, None]
         p_pos = (2.0 * u[: 2 * n].reshape(n, 2) - 1.0) * half
         p_vel = jnp.zeros_like(p_pos)
-        speed = jnp.ones((self.spec.n_agents,), jnp.float32)
+        speed = jnp.ones((self.spec.n_agents,), core.float_dtype())
         if self.shift == "speed":
             v = self.v_min + (1.0 - self.v_min) * u[2 * n:]
             speed = speed.at[self.learner_idx].set(v)
@@ -123,8 +123,8 @@ class MPEEnv(api.Env):
         if actions.shape != (self.num_agents, self.act_dim):
             raise ValueError(f"{self.name}: actions must have shape "
                              f"({self.num_agents}, {self.act_dim}), got {actions.shape}")
-        u = jnp.zeros((self.spec.n_agents, 2), jnp.float32)
-        u = u.at[self.learner_idx].set(jnp.clip(actions.astype(jnp.float32), -1.0, 1.0))
+        u = jnp.zeros((self.spec.n_agents, 2), core.float_dtype())
+        u = u.at[self.learner_idx].set(jnp.clip(actions.astype(core.float_dtype()), -1.0, 1.0))
         if len(self.scripted_idx):
             u = u.at[self.scripted_idx].set(self.scripted_actions(state, key))
         p_pos, p_vel = core.world_step(self.spec, state.p_pos, state.p_vel, u,
@@ -132,7 +132,7 @@ class MPEEnv(api.Env):
         t = state.t + 1
         new_state = MPEState(p_pos=p_pos, p_vel=p_vel, t=t, speed=state.speed)
         obs = self._learner_obs(p_pos, p_vel)
-        reward = self._learner_reward(p_pos, p_vel).astype(jnp.float32)
+        reward = self._learner_reward(p_pos, p_vel).astype(core.float_dtype())
         done = t >= self.episode_length
         return obs, new_state, reward, done, {}
 
@@ -146,13 +146,13 @@ class MPEEnv(api.Env):
 
     def state_from_positions(self, p_pos, p_vel=None, speed=None, t=0) -> MPEState:
         """Builds an ``MPEState`` from explicit arrays (tests, parity checks, replays)."""
-        p_pos = jnp.asarray(p_pos, jnp.float32)
+        p_pos = jnp.asarray(p_pos, core.float_dtype())
         if p_pos.shape != (self.spec.n_entities, 2):
             raise ValueError(f"p_pos must have shape ({self.spec.n_entities}, 2), "
                              f"got {p_pos.shape}")
-        p_vel = jnp.zeros_like(p_pos) if p_vel is None else jnp.asarray(p_vel, jnp.float32)
-        speed = (jnp.ones((self.spec.n_agents,), jnp.float32) if speed is None
-                 else jnp.asarray(speed, jnp.float32))
+        p_vel = jnp.zeros_like(p_pos) if p_vel is None else jnp.asarray(p_vel, core.float_dtype())
+        speed = (jnp.ones((self.spec.n_agents,), core.float_dtype()) if speed is None
+                 else jnp.asarray(speed, core.float_dtype()))
         return MPEState(p_pos=p_pos, p_vel=p_vel, t=jnp.asarray(t, jnp.int32), speed=speed)
 
 

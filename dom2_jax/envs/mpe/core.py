@@ -45,6 +45,12 @@ INTEGRATIONS = ("original", "mpe2")
 FORCE_MODELS = ("original", "omar")
 
 
+def float_dtype():
+    """The dtype the MPE computes in: float32, or float64 inside ``jax.enable_x64`` (the
+    portable rollouts of dataset generation, ``dom2_jax.envs.portable``). Read at trace time."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class WorldSpec:
     """Static description of an MPE world (numpy arrays; never traced).
@@ -173,7 +179,7 @@ def action_forces(spec: WorldSpec, u: Array, accel_scale: Optional[Array] = None
     if force_model == "omar":
         mass = spec.mass[: spec.n_agents]
         gain = gain * np.where(spec.accel_set, mass * spec.accel, mass)
-    accel = jnp.asarray(gain, jnp.float32)
+    accel = jnp.asarray(gain, float_dtype())
     if accel_scale is not None:
         accel = accel * accel_scale
     f = u * accel[:, None]
@@ -225,7 +231,7 @@ def world_step(spec: WorldSpec, p_pos: Array, p_vel: Array, u: Array,
     """
     max_speed = jnp.asarray(spec.max_speed)
     if speed_factor is not None:
-        pad = jnp.ones((spec.n_landmarks,), jnp.float32)
+        pad = jnp.ones((spec.n_landmarks,), float_dtype())
         max_speed = max_speed * jnp.concatenate([speed_factor, pad])
     force = action_forces(spec, u, speed_factor, force_model) + contact_forces(spec, p_pos)
     return integrate(spec, p_pos, p_vel, force, max_speed, integration)

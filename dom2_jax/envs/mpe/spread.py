@@ -54,7 +54,7 @@ class SpreadEnv(base.MPEEnv):
         pos, vel, lm = p_pos[:n], p_vel[:n], p_pos[n:]
         lm_rel = (lm[None, :, :] - pos[:, None, :]).reshape(n, -1)               # [n, 2n]
         other_rel = (pos[self._others] - pos[:, None, :]).reshape(n, -1)         # [n, 2(n-1)]
-        comm = jnp.zeros((n, DIM_C * (n - 1)), jnp.float32)
+        comm = jnp.zeros((n, DIM_C * (n - 1)), core.float_dtype())
         return jnp.concatenate([vel, pos, lm_rel, other_rel, comm], axis=-1)
 
     def _learner_reward(self, p_pos, p_vel):
@@ -64,4 +64,4 @@ class SpreadEnv(base.MPEEnv):
         cover = jnp.sum(jnp.minimum(1.0 / min_dist, COVER_CAP))
         size = self.spec.size[:n]
         hit = core.collisions(pos, size, pos, size) & ~np.eye(n, dtype=bool)       # [n, n]
-        return cover - COLLISION_PENALTY * hit.sum(axis=1).astype(jnp.float32)
+        return cover - COLLISION_PENALTY * hit.sum(axis=1).astype(core.float_dtype())

@@ -87,11 +87,11 @@ class TagEnv(prey.PredatorPreyMixin, base.MPEEnv):
         size = self.spec.size
         hits = core.collisions(good, size[self.n_adv: self.spec.n_agents],
                                adv, size[: self.n_adv]).sum()
-        rew = COLLISION_REWARD * hits.astype(jnp.float32)
+        rew = COLLISION_REWARD * hits.astype(core.float_dtype())
         if self.reward_shaping:
             nearest = core.norm(core.pairwise_delta(adv, good)).min(axis=1)       # [n_adv]
             rew = rew - SHAPING * nearest.sum()
-        return jnp.full((self.num_agents,), rew, jnp.float32)
+        return jnp.full((self.num_agents,), rew, core.float_dtype())
 
     def score(self, reward: Array) -> Array:
         """Predator 0's reward (OMAR's and the paper's tag score)."""

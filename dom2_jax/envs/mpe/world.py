@@ -137,10 +137,10 @@ class WorldEnv(prey.PredatorPreyMixin, base.MPEEnv):
         if self.variant == "omar":
             tail = [vel.reshape(k, -1), flags]
         elif self.is_adv[idx[0]]:
-            tail = [vel.reshape(k, -1), flags, jnp.zeros((k, DIM_C), jnp.float32)]
+            tail = [vel.reshape(k, -1), flags, jnp.zeros((k, DIM_C), core.float_dtype())]
         else:
             tail = [flags, vel.reshape(k, -1)]
-        return jnp.concatenate(head + tail, axis=-1).astype(jnp.float32)
+        return jnp.concatenate(head + tail, axis=-1).astype(core.float_dtype())
 
     # _learner_obs / prey_obs / _scripted_actions: prey.PredatorPreyMixin
 
@@ -154,7 +154,7 @@ class WorldEnv(prey.PredatorPreyMixin, base.MPEEnv):
             shaping = jnp.full((self.n_adv,), nearest.sum())
         else:
             shaping = nearest
-        return COLLISION_REWARD * hits.astype(jnp.float32) - SHAPING * shaping
+        return COLLISION_REWARD * hits.astype(core.float_dtype()) - SHAPING * shaping
 
     def score(self, reward: Array) -> Array:
         """Predator 0's reward (OMAR's and the paper's world score)."""
