@@ -13,6 +13,7 @@ dataset (observation statistics come from results.json when the run standardised
 ``--act_candidates=K`` (DOM2): act by choosing one of K policy samples by the target critics'
 min Q (``dom2.Hparams.act_candidates``; Diffusion-QL's evaluation, MA-SfBC's selection rule)
 instead of the run's own setting; the file name gets ``-c<K>`` and the result records it.
+For MA-SfBC it sets ``num_candidates`` (K=1: one diffusion-BC sample, no selection).
 
 Writes ``WORKDIR/evaluations/<standard|shift-S>-u<updates>-e<episodes>-k<eval_seed>.json``
 (atomic) with each seed's mean and std episode score, the normalised score where the run's
@@ -59,7 +60,8 @@ def _define_flags():
                       "HalfCheetah: 'cpu' = C MuJoCo, 'jax' = MJX, 'auto' = C MuJoCo when JAX "
                       "runs on a CPU (see experiments.train).")
     flags.DEFINE_integer("act_candidates", None, "DOM2: act with one of K policy samples chosen "
-                         "by the target critics' min Q (default: the run's own setting).")
+                         "by the target critics' min Q; MA-SfBC: its number of behaviour "
+                         "samples (default: the run's own setting).")
     flags.DEFINE_enum("act_selection", None, ["softmax", "argmax"], "DOM2, with "
                       "--act_candidates: softmax of the standardised Q (temperature "
                       "act_temperature) or argmax (default: the run's setting).")
@@ -84,16 +86,23 @@ def load_run(workdir: str, chunk=None, dataset_arrays=None) -> restore.LoadedRun
         _fail(e)
 
 
+# MA-SfBC's names for DOM2's acting options (its candidates are behaviour samples): with
+# --act_candidates=1 it acts on one diffusion-BC sample, which measures what selection adds.
+ACTING_ALIASES = {"act_candidates": "num_candidates", "act_selection": "selection"}
+
+
 def with_acting(carry, act_overrides):
     """``carry`` whose state acts with ``act_overrides`` (Hparams fields such as DOM2's
-    act_candidates); refused for an algorithm without those fields."""
+    act_candidates, or MA-SfBC's ``ACTING_ALIASES``); refused for an algorithm without them."""
     if not act_overrides:
         return carry
     hp = carry.state.hp
+    act_overrides = {k if hasattr(hp, k) else ACTING_ALIASES.get(k, k): v
+                     for k, v in act_overrides.items()}
     missing = [k for k in act_overrides if not hasattr(hp, k)]
     if missing:
         _fail(f"{type(hp).__module__.split('.')[-1]} has no acting option {missing[0]} "
-              "(--act_candidates / --act_selection are DOM2's)")
+              "(--act_candidates / --act_selection are DOM2's and MA-SfBC's)")
     hp = dataclasses.replace(hp, **act_overrides)
     for ok, msg in hp.checks():
         if not ok:

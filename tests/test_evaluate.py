@@ -120,3 +120,24 @@ def test_with_acting_changes_only_how_a_dom2_state_acts():
     assert evaluate.with_acting(carry, {}) is carry
     with pytest.raises(SystemExit, match="act_candidates must be >= 1"):
         evaluate.with_acting(carry, {"act_candidates": 0})
+
+
+def test_with_acting_sets_masfbcs_number_of_behaviour_samples():
+    """--act_candidates=1 on MA-SfBC acts on one diffusion-BC sample (its num_candidates):
+    what selection adds to MA-SfBC is then measured on the same checkpoint."""
+    import flax
+    from typing import Any
+    from dom2_jax.algos import masfbc
+
+    @flax.struct.dataclass
+    class Carry:
+        state: Any
+
+    cfg = masfbc.default_config()
+    cfg.noise_hidden, cfg.critic_hidden, cfg.value_hidden = (16,), (16, 16), (16, 16)
+    carry = Carry(state=masfbc.init(jax.random.PRNGKey(0), cfg, 2, 4, 3))
+    out = evaluate.with_acting(carry, {"act_candidates": 1, "act_selection": "argmax"})
+    assert (out.state.hp.num_candidates, out.state.hp.selection) == (1, "argmax")
+    assert carry.state.hp.num_candidates == 32
+    with pytest.raises(SystemExit, match="num_candidates must be >= 1"):
+        evaluate.with_acting(carry, {"act_candidates": 0})
