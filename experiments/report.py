@@ -278,29 +278,41 @@ def shift_evaluations(workdir: str, rec: Dict) -> Dict[str, List[float]]:
 
 def acting_evaluations(workdir: str, rec: Dict) -> Dict[str, Dict]:
     """{label: evaluation} of a finished run's final parameters in the standard environment
-    acting otherwise than it trained to (``experiments.evaluate --act_candidates``), for each
-    label the one with the most episodes; label e.g. ``act_candidates=32``."""
+    acting otherwise than it trained to (``experiments.evaluate --act_candidates``), and as it
+    trained to (label ``AS_TRAINED``), for each label the one with the most episodes; label
+    e.g. ``act_candidates=32``."""
     out = {}
     for ev, n, scores in _evaluations(workdir):
         acting = ev.get("act_overrides") or {}
-        if not isinstance(acting, dict) or not acting or ev.get("shift") \
+        if not isinstance(acting, dict) or ev.get("shift") \
                 or not ev.get("final_parameters") \
                 or len(scores) != rec["num_seeds"]:
             continue
-        label = ", ".join(f"{k}={v}" for k, v in sorted(acting.items()))
+        label = ", ".join(f"{k}={v}" for k, v in sorted(acting.items())) or AS_TRAINED
         if n > out.get(label, {}).get("episodes", 0):
             out[label] = {"episodes": n, "scores": scores, "eval_seed": ev.get("eval_seed")}
     return out
 
 
-ONE_SAMPLE = "act_candidates=1"  # the re-evaluation acting as trained, with evaluate's key
+AS_TRAINED = "as trained"         # a re-evaluation without acting overrides (evaluate's key)
+ONE_SAMPLE = "act_candidates=1"  # DOM2 acts on one sample as trained: the same thing
+
+
+def _as_trained(rec: Dict, evals: Dict[str, Dict]) -> Optional[Dict]:
+    """The re-evaluation of ``rec`` acting as it trained to (evaluate's key), if any: one
+    without overrides, or for DOM2 (which acts on one sample) ``act_candidates=1``."""
+    if AS_TRAINED in evals:
+        return evals[AS_TRAINED]
+    return evals.get(ONE_SAMPLE) if rec["algo"] == "dom2" else None
 
 
 def acting_rows(records: List[Dict]) -> List[Dict]:
     """Per (env, quality, algo, acting label): the finished runs evaluated again acting
-    otherwise, seed by seed, next to a baseline: the same re-evaluation with one sample
-    (``act_candidates=1``: the same evaluation key, so the paired difference is the acting's
-    alone) where it exists, else the run's own final evaluation (another key)."""
+    otherwise, seed by seed, next to a baseline: the re-evaluation acting as trained
+    (``_as_trained``: the same evaluation key, so the paired difference is the acting's alone)
+    where it exists, else the run's own final evaluation (another key). E.g. DOM2 with
+    ``act_candidates=32`` against one sample, MA-SfBC with ``act_candidates=1`` (one behaviour
+    sample) against its 32."""
     rows: Dict[tuple, Dict] = {}
     for rec in records:
         if rec["status"] != "done" or rec["ablation"] not in (None, "full") \
@@ -308,9 +320,9 @@ def acting_rows(records: List[Dict]) -> List[Dict]:
             continue
         evals = rec.get("acting_evals") or {}
         for label, ev in evals.items():
-            if label == ONE_SAMPLE:
+            if label == AS_TRAINED or (label == ONE_SAMPLE and rec["algo"] == "dom2"):
                 continue
-            same_key = evals.get(ONE_SAMPLE, {})
+            same_key = _as_trained(rec, evals) or {}
             paired = (same_key.get("episodes") == ev["episodes"]
                       and same_key.get("eval_seed") == ev["eval_seed"])
             base = same_key["scores"] if paired else [x["final_score"] for x in rec["seeds"]]
@@ -321,7 +333,7 @@ def acting_rows(records: List[Dict]) -> List[Dict]:
             r["as_trained"] += base
             r["acting_otherwise"] += ev["scores"]
             r["episodes"].append(ev["episodes"])
-            r["baselines"].append("one sample, same key" if paired else "own final evaluation")
+            r["baselines"].append("as trained, same key" if paired else "own final evaluation")
     out = []
     for key in sorted(rows):
         r = rows[key]

@@ -662,9 +662,28 @@ def test_report_lists_acting_variants_apart_from_the_tables(tmp_path):
     assert row["acting"] == "act_candidates=32" and row["seeds"] == 2
     assert row["as_trained"] == [90.0, 110.0] and row["acting_otherwise"] == [120.0, 130.0]
     assert row["paired_difference_mean_std"][0] == pytest.approx(25.0)
-    assert sorted(set(row["baselines"])) == ["one sample, same key", "own final evaluation"]
+    assert sorted(set(row["baselines"])) == ["as trained, same key", "own final evaluation"]
     g = [g for g in rep["groups"] if g["algo"] == "dom2"][0]
     assert sorted(g["final"]) == [100.0, 110.0]
     assert all(not r.get("shift") for r in rep["paper_comparison"])
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Acting variants" in md and "| act_candidates=32 | 2 |" in md
+
+
+def test_report_pairs_masfbcs_one_sample_evaluation_with_its_own_acting(tmp_path):
+    """MA-SfBC acts with 32 samples as trained: its act_candidates=1 re-evaluation is the
+    variant, paired with the re-evaluation without overrides (same key)."""
+    root = tmp_path / "runs"
+    _fake_run(root, "mpe_spread/expert/masfbc/seed0", "masfbc", [100.0])
+    d = root / "mpe_spread/expert/masfbc/seed0/evaluations"
+    os.makedirs(d)
+    for name, acting, score in (("standard-u100-e100-k0.json", {}, 104.0),
+                                ("standard-u100-e100-k0-c1.json", {"act_candidates": 1}, 80.0)):
+        json.dump({"shift": None, "episodes": 100, "final_parameters": True, "eval_seed": 0,
+                   "act_overrides": acting, "seeds": [{"score_mean": score}]},
+                  open(d / name, "w"))
+    rep = report.make_report(str(root), str(tmp_path / "out"), "score")
+    (row,) = rep["acting_variants"]
+    assert (row["algo"], row["acting"]) == ("masfbc", "act_candidates=1")
+    assert row["as_trained"] == [104.0] and row["acting_otherwise"] == [80.0]
+    assert row["baselines"] == ["as trained, same key"]
