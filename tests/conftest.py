@@ -30,6 +30,21 @@ def launch_train(args, cache, timeout=900):
                           text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
+def outputs_under_two_instruction_sets(script, cwd):
+    """The JSON of the last stdout line of ``python -c script``, run twice: XLA compiling for
+    the host's instruction set and for SSE4.2 (no FMA, other vector widths), as on another
+    CPU. Full optimisation both times (XLA_FLAGS replaced), as dataset generation runs."""
+    import json
+    outs = []
+    for flags in ("", "--xla_cpu_max_isa=SSE4_2"):
+        env = dict(os.environ, XLA_FLAGS=flags, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+        res = subprocess.run([sys.executable, "-c", script], env=env, cwd=cwd,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        outs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return outs
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
 

@@ -450,18 +450,8 @@ def test_portable_rollouts_are_the_same_bits_whatever_code_the_cpu_gets(tmp_path
     XLA compiles for another instruction set (SSE4.2 instead of the host's: no FMA, other
     vector widths), as on another CPU; float32 programs do not (an Intel Xeon and an AMD EPYC
     gave different seed-0 medium data before)."""
-    import json
-    import os
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    digests = []
-    for flags in ("", "--xla_cpu_max_isa=SSE4_2"):
-        env = dict(os.environ, XLA_FLAGS=flags, PYTHONPATH=root, JAX_PLATFORMS="cpu")
-        res = subprocess.run([sys.executable, "-c", _PORTABLE_SCRIPT], env=env, cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, res.stderr[-2000:]
-        digests.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    from conftest import outputs_under_two_instruction_sets
+    digests = outputs_under_two_instruction_sets(_PORTABLE_SCRIPT, tmp_path)
     assert digests[0] == digests[1]
 
 

@@ -3,16 +3,12 @@ x86 CPU, as the HalfCheetah ones (``tests/test_mamujoco.py``), so runs on two ma
 their data and a run resumes on another machine."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import outputs_under_two_instruction_sets
 from dom2_jax.envs import make, portable
 
 _SCRIPT = r"""
@@ -43,14 +39,7 @@ def test_portable_mpe_rollouts_are_the_same_bits_whatever_code_the_cpu_gets(tmp_
     SSE4.2 instead of the host's instruction set (no FMA, other vector widths), as on another
     CPU. The float32 rollouts do not on an FMA machine (recorded in the message only: the
     premise, not the claim)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    outs = []
-    for flags in ("", "--xla_cpu_max_isa=SSE4_2"):
-        env = dict(os.environ, XLA_FLAGS=flags, PYTHONPATH=root, JAX_PLATFORMS="cpu")
-        res = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, res.stderr[-2000:]
-        outs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    outs = outputs_under_two_instruction_sets(_SCRIPT, tmp_path)
     float32_same = outs[0]["float32"] == outs[1]["float32"]
     assert outs[0]["portable"] == outs[1]["portable"], (
         f"portable rollouts differ under SSE4.2 code (float32 ones same: {float32_same})")
