@@ -17,7 +17,8 @@ pair). Reported per agent and averaged over agents:
   critic's own estimate;
 * ``q_data``: mean min-Q of the dataset's action at the same states, for scale.
 
-Writes ``W/evaluations/candidates-u<updates>-K<K>-n<num_states>.json`` and prints a line.
+Writes ``W/diagnostics/candidates-u<updates>-K<K>-n<num_states>.json`` (archived with the run
+by ``experiments.archive_runs``, as ``experiments.actor_stats``' files) and prints a line.
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ def run_candidates(workdir: str, num_states: int = 1000, num_candidates: int = 3
            "updates": updates, "num_states": int(len(idx)), "candidates": num_candidates,
            "seed": seed, "per_agent": stats,
            "mean": {k: float(np.mean(v)) for k, v in stats.items()}}
-    path = os.path.join(workdir, "evaluations",
+    path = os.path.join(workdir, "diagnostics",
                         f"candidates-u{updates}-K{num_candidates}-n{len(idx)}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_json(path, out)
