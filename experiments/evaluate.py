@@ -97,8 +97,9 @@ def with_acting(carry, act_overrides):
     if not act_overrides:
         return carry
     hp = carry.state.hp
-    act_overrides = {k if hasattr(hp, k) else ACTING_ALIASES.get(k, k): v
-                     for k, v in act_overrides.items()}
+    alias = lambda k: (ACTING_ALIASES[k] if not hasattr(hp, k) and hasattr(  # noqa: E731
+        hp, ACTING_ALIASES.get(k, "")) else k)
+    act_overrides = {alias(k): v for k, v in act_overrides.items()}
     missing = [k for k in act_overrides if not hasattr(hp, k)]
     if missing:
         _fail(f"{type(hp).__module__.split('.')[-1]} has no acting option {missing[0]} "
