@@ -806,12 +806,13 @@ def markdown(groups, records, metric, figures, root=".", paper_rows=None,
     if act:
         md += ["## Acting variants (the same finished runs, evaluated again)\n",
                "`experiments.evaluate --act_candidates=K`: the final parameters act by choosing "
-               "one of K policy samples by the target critics' min Q (Diffusion-QL's "
-               "evaluation; MA-SfBC's selection rule) instead of one sample. Baseline: the "
-               "same re-evaluation with one sample (`--act_candidates=1`, the same episodes "
-               "and key, so the paired difference is the acting's alone) where it exists, else "
-               "the run's own final evaluation (another key: the difference then also holds "
-               "evaluation noise). Not part of the tables above.\n", acting_table(act), ""]
+               "one of K policy samples by the critics' min Q (Diffusion-QL's evaluation; "
+               "MA-SfBC's selection rule; for MA-SfBC, K behaviour samples, K=1: none chosen) "
+               "instead of as trained. Baseline: the same runs re-evaluated as trained (DOM2: "
+               "one sample; the same episodes and key, so the paired difference is the "
+               "acting's alone) where that exists, else the run's own final evaluation "
+               "(another key: the difference then also holds evaluation noise). Not part of "
+               "the tables above.\n", acting_table(act), ""]
     if not groups:
         md += ["No finished runs.\n"]
     other = [r for r in records if r["status"] != "done"]
