@@ -22,6 +22,7 @@ by ``experiments.archive_runs``, as ``experiments.actor_stats``' files) and prin
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -51,17 +52,12 @@ def sampler_and_critic(algo_name: str, state):
     if algo_name == "dom2":
         from dom2_jax.algos import dom2
         params = state.actor_ema if hp.ema_decay > 0 else state.actor.params
-
-        def sample(p, obs, key, k):
-            obs_k = jnp.broadcast_to(obs[:, None], obs.shape[:1] + (k, obs.shape[-1]))
-            return dom2.sample_actions(hp, p, obs_k, key)
-        return sample, hp.critic_module.apply, (params, state.critic_target)
+        return (functools.partial(dom2.sample_candidates, hp), hp.critic_module.apply,
+                (params, state.critic_target))
     if algo_name == "masfbc":
         from dom2_jax.algos import masfbc
-
-        def sample(p, obs, key, k):
-            return masfbc.sample_candidates(hp, p, obs, key, k)
-        return sample, hp.critic_module.apply, (state.behavior.params, state.critic.params)
+        return (functools.partial(masfbc.sample_candidates, hp), hp.critic_module.apply,
+                (state.behavior.params, state.critic.params))
     raise SystemExit(f"error: candidates are defined for dom2 and masfbc, not {algo_name}")
 
 

@@ -97,9 +97,11 @@ def with_acting(carry, act_overrides):
     if not act_overrides:
         return carry
     hp = carry.state.hp
-    alias = lambda k: (ACTING_ALIASES[k] if not hasattr(hp, k) and hasattr(  # noqa: E731
-        hp, ACTING_ALIASES.get(k, "")) else k)
-    act_overrides = {alias(k): v for k, v in act_overrides.items()}
+
+    def field(k):  # DOM2's flag name, or the algorithm's own name for it
+        alias = ACTING_ALIASES.get(k)
+        return alias if not hasattr(hp, k) and alias and hasattr(hp, alias) else k
+    act_overrides = {field(k): v for k, v in act_overrides.items()}
     missing = [k for k in act_overrides if not hasattr(hp, k)]
     if missing:
         _fail(f"{type(hp).__module__.split('.')[-1]} has no acting option {missing[0]} "

@@ -298,12 +298,16 @@ AS_TRAINED = "as trained"         # a re-evaluation without acting overrides (ev
 ONE_SAMPLE = "act_candidates=1"  # DOM2 acts on one sample as trained: the same thing
 
 
+def _acts_as_trained(rec: Dict, label: str) -> bool:
+    """Whether the acting ``label`` is how ``rec`` trained to act: no overrides, or for DOM2
+    (which acts on one sample) ``act_candidates=1``."""
+    return label == AS_TRAINED or (label == ONE_SAMPLE and rec["algo"] == "dom2")
+
+
 def _as_trained(rec: Dict, evals: Dict[str, Dict]) -> Optional[Dict]:
-    """The re-evaluation of ``rec`` acting as it trained to (evaluate's key), if any: one
-    without overrides, or for DOM2 (which acts on one sample) ``act_candidates=1``."""
-    if AS_TRAINED in evals:
-        return evals[AS_TRAINED]
-    return evals.get(ONE_SAMPLE) if rec["algo"] == "dom2" else None
+    """The re-evaluation of ``rec`` acting as it trained to (evaluate's key), if any."""
+    return next((evals[label] for label in (AS_TRAINED, ONE_SAMPLE)
+                 if label in evals and _acts_as_trained(rec, label)), None)
 
 
 def acting_rows(records: List[Dict]) -> List[Dict]:
@@ -320,7 +324,7 @@ def acting_rows(records: List[Dict]) -> List[Dict]:
             continue
         evals = rec.get("acting_evals") or {}
         for label, ev in evals.items():
-            if label == AS_TRAINED or (label == ONE_SAMPLE and rec["algo"] == "dom2"):
+            if _acts_as_trained(rec, label):
                 continue
             same_key = _as_trained(rec, evals) or {}
             paired = (same_key.get("episodes") == ev["episodes"]

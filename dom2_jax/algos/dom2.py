@@ -196,12 +196,19 @@ def act(state: DOM2State, obs: Array, key: Array, use_ema: bool = True) -> Array
     return jnp.moveaxis(acts, 0, 1).reshape(lead + (hp.num_agents, hp.act_dim))
 
 
+def sample_candidates(hp: Hparams, actor_params, obs: Array, key: Array, num: int) -> Array:
+    """``num`` policy samples per observation, obs [M, obs_dim] -> [M, num, act_dim] (as
+    ``masfbc.sample_candidates``)."""
+    obs_k = jnp.broadcast_to(obs[:, None], obs.shape[:1] + (num, obs.shape[-1]))
+    return sample_actions(hp, actor_params, obs_k, key)
+
+
 def agent_act_selected(hp: Hparams, actor_params, critic_params, obs: Array, key: Array):
     """One agent: obs [M, obs_dim] -> [M, act_dim], one of ``act_candidates`` samples per row
     chosen by min_k Q_k(o, a) (``common.select_candidates``)."""
     k_s, k_c = jax.random.split(key)
-    obs_k = jnp.broadcast_to(obs[:, None], obs.shape[:1] + (hp.act_candidates, obs.shape[-1]))
-    cand = sample_actions(hp, actor_params, obs_k, k_s)                         # [M, K, d]
+    cand = sample_candidates(hp, actor_params, obs, k_s, hp.act_candidates)   # [M, K, d]
+    obs_k = jnp.broadcast_to(obs[:, None], cand.shape[:-1] + obs.shape[-1:])
     q = jnp.min(hp.critic_module.apply(critic_params, obs_k, cand), axis=0)     # [M, K]
     return common.select_candidates(cand, q, k_c, hp.act_selection, hp.act_temperature)
 

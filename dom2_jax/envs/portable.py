@@ -11,7 +11,7 @@ The recipe: compute in float64 (``jax.enable_x64`` around the jitted call) and r
 value that carries over from one step to the next to a power-of-two grid. CPUs then differ by
 a few float64 ulps (~1e-16), far below the grids, so the rounded values are the same bits
 everywhere except with probability ~1e-16 / grid per value (~1e-3 per 1e6-transition MPE
-dataset with these grids; ``tests/test_mpe.py`` checks it against SSE4.2 code):
+dataset with these grids; ``tests/test_portable.py`` checks it against SSE4.2 code):
 
 * the behaviour policy runs in float64 and its actions are rounded to ``ACTION_GRID``
   (``portable_policy``; the same for C MuJoCo's HalfCheetah, ``mamujoco.cpu``);
@@ -45,11 +45,6 @@ STATE_GRID = 2.0 ** -16    # MPE positions, velocities and rewards after every s
 STATE_OFFSET = (3.0 - 5.0 ** 0.5) / 2.0
 
 
-def quantize(x, grid: float) -> np.ndarray:
-    """``x`` (float64) rounded to the nearest multiple of ``grid`` (a power of two: exact)."""
-    return np.round(np.asarray(x, np.float64) / grid) * grid
-
-
 def round_to_grid(x, grid: float, offset: float = 0.0):
     """``x`` rounded to the nearest ``(n - offset) * grid`` inside a traced program (float64
     under x64). With a power-of-two ``grid`` each side is one IEEE operation on exact
@@ -61,9 +56,8 @@ def round_to_grid(x, grid: float, offset: float = 0.0):
 
 def to_float64(tree):
     """The floating leaves of ``tree`` as float64 (call inside ``jax.enable_x64``)."""
-    return jax.tree.map(
-        lambda x: jnp.asarray(x, jnp.float64) if jnp.issubdtype(jnp.asarray(x).dtype,
-                                                                jnp.floating) else x, tree)
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float64)
+                        if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x, tree)
 
 
 def portable_policy(policy_fn: Callable) -> Callable:
@@ -84,8 +78,8 @@ def supports(env) -> bool:
 class QuantizedEnv:
     """``env`` with the floating leaves of its state rounded to the shifted ``grid``
     (``round_to_grid``) after every reset and step, observations recomputed from the rounded
-    state and rewards rounded too. Everything
-    else is ``env``'s. Run under x64 for portability (module docstring)."""
+    state and rewards rounded too. Everything else is ``env``'s. Run under x64 for
+    portability (module docstring)."""
 
     def __init__(self, env, grid: float = STATE_GRID, offset: float = STATE_OFFSET):
         if not supports(env):
@@ -115,18 +109,18 @@ class QuantizedEnv:
 
 
 @functools.lru_cache(maxsize=16)
-def _program(env, policy_fn, num_episodes: int, return_trajectory: bool, grid: float):
-    return jax.jit(make_rollout(QuantizedEnv(env, grid), portable_policy(policy_fn),
+def _program(env, policy_fn, num_episodes: int, return_trajectory: bool):
+    return jax.jit(make_rollout(QuantizedEnv(env), portable_policy(policy_fn),
                                 num_episodes, return_trajectory=return_trajectory))
 
 
-def rollout(env, policy_fn, params, key, num_episodes: int, *, return_trajectory: bool = False,
-            grid: float = STATE_GRID) -> Dict[str, Any]:
+def rollout(env, policy_fn, params, key, num_episodes: int, *,
+            return_trajectory: bool = False) -> Dict[str, Any]:
     """``dom2_jax.envs.rollout.rollout`` made portable (module docstring): the same keys and
     output layout, as host numpy arrays with every floating array float32 (exact casts of
     float64 values that are the same on every CPU)."""
     with jax.enable_x64(True):
-        out = _program(env, policy_fn, int(num_episodes), bool(return_trajectory), float(grid))(
+        out = _program(env, policy_fn, int(num_episodes), bool(return_trajectory))(
             to_float64(params), key)
         out = jax.tree.map(np.asarray, out)
     return {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v

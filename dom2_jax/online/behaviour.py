@@ -183,10 +183,9 @@ def rollout_policy(td3: td3_lib.TD3, params, key, num_episodes: int, *, block: i
         out = rollout_batch(batch_env, td3.policy_fn, params, key, n,
                             return_trajectory=return_trajectory, portable=portable)
         return {k: out[k] for k in keys}
+    run = portable_lib.rollout if portable else rollout  # the same signature and layout
     for b in range(math.ceil(n / block)):
-        run = functools.partial(portable_lib.rollout, td3.env) if portable else functools.partial(
-            rollout, td3.env)
-        out = run(td3.policy_fn, params, jax.random.fold_in(key, b), block,
+        out = run(td3.env, td3.policy_fn, params, jax.random.fold_in(key, b), block,
                   return_trajectory=return_trajectory)
         parts.append({k: np.asarray(out[k]) for k in keys})
     return {k: np.concatenate([p[k] for p in parts], 0)[:n] for k in keys}

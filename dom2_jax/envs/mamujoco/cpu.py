@@ -212,13 +212,17 @@ def _batched_policy(policy_fn):
 # itself is one binary computing in float64, so the episodes are the same bits on every CPU.
 STATE_GRID = 2.0 ** -30
 ACTION_GRID = portable.ACTION_GRID
-quantize = portable.quantize
 
 
 @functools.lru_cache(maxsize=8)
 def _portable_initial(reset_noise_scale: float, shift):
     config = common.HalfCheetahConfig(reset_noise_scale=reset_noise_scale, shift=shift)
-    return jax.jit(jax.vmap(lambda k: common.sample_initial(k, config, jnp.float64)))
+
+    def sample(key):  # traced under x64
+        qpos, qvel, scalings = common.sample_initial(key, config, jnp.float64)
+        return (portable.round_to_grid(qpos, STATE_GRID),
+                portable.round_to_grid(qvel, STATE_GRID), scalings)
+    return jax.jit(jax.vmap(sample))
 
 
 def portable_initial_batch(key, num_envs: int, config: common.HalfCheetahConfig):
@@ -226,10 +230,9 @@ def portable_initial_batch(key, num_envs: int, config: common.HalfCheetahConfig)
     ``sample_initial_batch``, drawn in float64 and rounded to ``STATE_GRID``: the same values
     on every CPU (``sample_initial_batch``'s float32 draws differ in the last bit)."""
     with jax.enable_x64(True):
-        qpos, qvel, scalings = _portable_initial(float(config.reset_noise_scale), config.shift)(
+        out = _portable_initial(float(config.reset_noise_scale), config.shift)(
             jax.random.split(key, num_envs))
-        qpos, qvel, scalings = np.asarray(qpos), np.asarray(qvel), np.asarray(scalings)
-    return quantize(qpos, STATE_GRID), quantize(qvel, STATE_GRID), scalings
+        return tuple(np.asarray(x) for x in out)
 
 
 @functools.lru_cache(maxsize=16)
